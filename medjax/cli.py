@@ -1,0 +1,105 @@
+"""Command-line entry points (Hydra): ``medjax-train`` and ``medjax-eval``.
+
+This is the only module that reads a config; it builds the task, model, data and
+optimizer with ``medjax.config.build`` and hands plain objects to the library.
+"""
+
+import json
+import logging
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from medjax.config import ConfigError, build
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
+
+def build_run(cfg: DictConfig):
+    """Task, model, optimizer and data of a composed config; bad values raise
+    ConfigError before anything is compiled."""
+    from medjax.train.loop import check_trainer_options
+
+    check_trainer_options(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    task = build(cfg.task, "task")
+    model = build(cfg.model, "model")
+    tx = build(cfg.optim, "optim", total_steps=cfg.trainer.max_steps)
+    data = build(cfg.data, "data")
+    return task, model, tx, data
+
+
+def _quiet_libraries() -> None:
+    # Hydra sets the root logger to INFO; orbax and tfds log every save and read
+    # through absl at INFO, which would bury the progress bar.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+
+
+def _fail(program: str, error: Exception) -> None:
+    sys.exit(f"{program}: error: {error}")
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="train")
+def _train(cfg: DictConfig) -> float | None:
+    from medjax.train.loop import train  # imports JAX: keep --help fast
+
+    _quiet_libraries()
+    run_dir = HydraConfig.get().runtime.output_dir
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    try:
+        task, model, tx, data = build_run(cfg)
+    except (ConfigError, ValueError) as error:
+        _fail("medjax-train", error)
+    os.makedirs(run_dir, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
+    trainer = dict(resolved["trainer"])
+    try:
+        summary = train(
+            task=task, model=model, tx=tx, data=data, run_dir=run_dir,
+            seed=cfg.seed, config=resolved, **trainer,
+        )
+    except ConfigError as error:
+        _fail("medjax-train", error)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    best = summary.get("best") or {}
+    return best.get(cfg.trainer.best_metric) if cfg.trainer.best_metric else None
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
+def _eval(cfg: DictConfig) -> None:
+    from medjax.train.loop import evaluate_checkpoint
+
+    _quiet_libraries()
+    run_dir = cfg.run_dir
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(config_path):
+        _fail("medjax-eval", FileNotFoundError(f"run_dir={run_dir}: no config.yaml (not a medjax run directory)"))
+    train_cfg = OmegaConf.load(config_path)
+    if cfg.get("data_dir"):
+        train_cfg.data.data_dir = cfg.data_dir
+    try:
+        task, model, tx, data = build_run(train_cfg)
+        result = evaluate_checkpoint(
+            task=task, model=model, tx=tx, data=data, run_dir=run_dir,
+            split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
+            best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+        )
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        _fail("medjax-eval", error)
+    path = os.path.join(run_dir, "eval.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+def train_main() -> None:
+    _train()
+
+
+def eval_main() -> None:
+    _eval()

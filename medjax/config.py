@@ -1,0 +1,58 @@
+"""Building objects from Hydra config nodes: the one wrapper around
+``hydra.utils.instantiate``. Library code never sees a config."""
+
+from typing import Any
+
+import hydra.errors
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+
+ALLOWED_TARGET_PREFIXES = ("medjax.", "optax.")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the option."""
+
+
+def _check_targets(node: Any, path: str) -> None:
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+            raise ConfigError(
+                f"{path}._target_={target!r}: only targets under "
+                f"{' or '.join(ALLOWED_TARGET_PREFIXES)} may be built"
+            )
+        for key, value in node.items():
+            _check_targets(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_targets(value, f"{path}[{i}]")
+
+
+def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
+    """Instantiates ``node`` (plain Python containers passed to the target).
+
+    Args:
+        node: a config node with ``_target_``.
+        path: its name in the composed config (``model``, ``optim``), for errors.
+        **kwargs: extra arguments for the target.
+
+    Raises:
+        ConfigError: a disallowed target, or a ``ValueError``/``TypeError`` raised
+            by the target (bad value, unknown or missing argument), re-raised with
+            the option's name.
+    """
+    container = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(container, dict) or "_target_" not in container:
+        raise ConfigError(f"{path}: expected a config group with a _target_")
+    _check_targets(container, path)
+    try:
+        return hydra.utils.instantiate(container, _convert_="all", **kwargs)
+    except hydra.errors.InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, (ValueError, TypeError)):
+            message = str(cause)
+            if not message.startswith(path):
+                message = f"{path} ({container['_target_']}): {message}"
+            raise ConfigError(message) from cause
+        raise

@@ -1,0 +1,1 @@
+"""Data: procedural phantoms, TFDS builders, and the grain pipeline to devices."""

@@ -1,0 +1,67 @@
+"""A dataset as the training loop sees it: random-access sources per split, the
+record-to-example conversion, and batch sizes."""
+
+import dataclasses
+from typing import Any, Callable
+
+from medjax.data import builders, pipeline
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Splits and how to batch them.
+
+    Attributes:
+        sources: ``{split: random-access source}`` (``len`` and ``__getitems__``).
+        convert: maps one record to one example in the batch convention.
+        batch_size: global training batch (over all devices and processes).
+        eval_batch_size: global evaluation batch.
+        train_split / eval_split: the splits trained on and validated on.
+        num_threads: grain reader threads per process.
+    """
+
+    sources: dict[str, Any]
+    convert: Callable[[pipeline.Example], pipeline.Example]
+    batch_size: int
+    eval_batch_size: int
+    train_split: str = "train"
+    eval_split: str = "validation"
+    num_threads: int = 2
+
+    def __post_init__(self):
+        for option in ("train_split", "eval_split"):
+            split = getattr(self, option)
+            if split not in self.sources:
+                raise ValueError(
+                    f"data.{option}={split!r}: expected one of {sorted(self.sources)}"
+                )
+
+    def source(self, split: str):
+        if split not in self.sources:
+            raise ValueError(f"split={split!r}: expected one of {sorted(self.sources)}")
+        return self.sources[split]
+
+
+def phantoms(
+    kind: str = "torso2d",
+    image_size: int = 64,
+    split_sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    batch_size: int = 64,
+    eval_batch_size: int = 128,
+    window_center: float = 40.0,
+    window_width: float = 400.0,
+    num_threads: int = 2,
+) -> Dataset:
+    """The built-in ``medjax_phantoms`` data (built on first use into ``data_dir``),
+    windowed from HU to [-1, 1]."""
+    if window_width <= 0:
+        raise ValueError(f"data.window_width: expected > 0, got {window_width}")
+    return Dataset(
+        sources=builders.phantom_sources(kind, image_size, split_sizes, seed, data_dir),
+        convert=pipeline.phantom_example(pipeline.CTWindow(window_center, window_width)),
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        num_threads=num_threads,
+    )

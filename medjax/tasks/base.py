@@ -1,0 +1,38 @@
+"""The contract between the training engine and a task.
+
+A task is a small frozen (hashable) dataclass. The engine calls, inside jit:
+
+- ``inputs(batch)``: the array the model is applied to;
+- ``loss(outputs, batch) -> (loss, metrics)``: the scalar training loss, averaged
+  over valid examples, and per-example metrics ``{name: [B]}`` that include
+  ``loss`` itself;
+- ``host_outputs(outputs, batch)``: per-example arrays ``{name: [B, ...]}`` that
+  split-level metrics need (scores, labels);
+
+and, on the host, once per evaluation:
+
+- ``split_metrics(host_outputs)``: metrics over the whole split, given the
+  concatenated ``host_outputs`` of its valid examples only.
+
+Every batch carries ``valid [B]`` (bool): False marks padding added to complete
+the last evaluation batch. ``batch_keys`` names the fields the task reads.
+"""
+
+from typing import Any, Protocol
+
+import jax.numpy as jnp
+import numpy as np
+
+Batch = dict[str, jnp.ndarray]
+
+
+class Task(Protocol):
+    batch_keys: tuple[str, ...]
+
+    def inputs(self, batch: Batch) -> jnp.ndarray: ...
+
+    def loss(self, outputs: Any, batch: Batch) -> tuple[jnp.ndarray, Batch]: ...
+
+    def host_outputs(self, outputs: Any, batch: Batch) -> Batch: ...
+
+    def split_metrics(self, host_outputs: dict[str, np.ndarray]) -> dict[str, float]: ...

@@ -1,0 +1,1 @@
+"""The training engine: state, pure steps, sharding, checkpoints and the loop."""

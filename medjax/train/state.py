@@ -1,0 +1,54 @@
+"""Training state: one pytree holding everything a resumed run needs."""
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Parameters, BatchNorm statistics, optimizer state and step counter.
+
+    ``apply_fn`` and ``tx`` are static (not saved in checkpoints)."""
+
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: optax.OptState
+    apply_fn: Callable = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    def variables(self) -> dict[str, Any]:
+        variables = {"params": self.params}
+        if self.batch_stats:
+            variables["batch_stats"] = self.batch_stats
+        return variables
+
+    def apply_gradients(self, grads, batch_stats) -> "TrainState":
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(
+            step=self.step + 1,
+            params=optax.apply_updates(self.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
+
+
+def create_train_state(model, tx, sample_inputs, key) -> TrainState:
+    """Initialises ``model`` on ``sample_inputs [B, ...]`` (only shapes matter)."""
+    variables = model.init({"params": key}, sample_inputs, train=False)
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        apply_fn=model.apply,
+        tx=tx,
+    )
+
+
+def count_params(params) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,64 @@
+"""The pure training and evaluation steps, shared by every task, and their
+compilation over the data mesh."""
+
+from functools import partial
+
+import jax
+
+from medjax.losses import masked_mean
+from medjax.train import sharding
+from medjax.train.state import TrainState
+
+
+def train_step(state: TrainState, batch, key, *, task):
+    """One optimizer update.
+
+    Args:
+        state: replicated training state.
+        batch: dict of ``[B, ...]`` arrays, sharded over ``data``, with ``valid [B]``.
+        key: the run's base PRNG key; the step folds in ``state.step`` so a resumed
+            run draws the same numbers.
+        task: see ``medjax.tasks.base``.
+
+    Returns:
+        The new state and ``{metric: scalar}`` averaged over valid examples.
+    """
+    key = jax.random.fold_in(key, state.step)
+
+    def loss_fn(params):
+        variables = {**state.variables(), "params": params}
+        outputs, updates = state.apply_fn(
+            variables, task.inputs(batch), train=True,
+            rngs={"dropout": key}, mutable=["batch_stats"],
+        )
+        loss, per_example = task.loss(outputs, batch)
+        return loss, (per_example, updates.get("batch_stats", {}))
+
+    grads, (per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads, batch_stats)
+    metrics = {k: masked_mean(v, batch["valid"]) for k, v in per_example.items()}
+    return state, metrics
+
+
+def eval_step(state: TrainState, batch, *, task):
+    """Per-example metrics ``{name: [B]}`` and ``host_outputs`` for one batch; the
+    loop drops padded rows and reduces on the host."""
+    outputs = state.apply_fn(state.variables(), task.inputs(batch), train=False)
+    _, per_example = task.loss(outputs, batch)
+    return per_example, task.host_outputs(outputs, batch)
+
+
+def compile_steps(task, mesh):
+    """``train_step`` and ``eval_step`` jitted once for ``mesh``: batches sharded on
+    ``data``, state and key replicated, the old state's buffers donated."""
+    data, same = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    train = jax.jit(
+        partial(train_step, task=task),
+        in_shardings=(same, data, same),
+        out_shardings=(same, same),
+        donate_argnums=0,
+    )
+    evaluate = jax.jit(
+        partial(eval_step, task=task), in_shardings=(same, data), out_shardings=data
+    )
+    return train, evaluate
