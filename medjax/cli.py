@@ -50,7 +50,7 @@ def _train(cfg: DictConfig) -> float | None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         task, model, tx, data = build_run(cfg)
-    except (ConfigError, ValueError) as error:
+    except ConfigError as error:
         _fail("medjax-train", error)
     os.makedirs(run_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
@@ -60,7 +60,7 @@ def _train(cfg: DictConfig) -> float | None:
             task=task, model=model, tx=tx, data=data, run_dir=run_dir,
             seed=cfg.seed, config=resolved, **trainer,
         )
-    except ConfigError as error:
+    except ConfigError as error:  # raised by the loop's checks, before compiling
         _fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -87,7 +87,7 @@ def _eval(cfg: DictConfig) -> None:
             split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
             best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
         )
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError) as error:
         _fail("medjax-eval", error)
     path = os.path.join(run_dir, "eval.json")
     with open(path, "w") as f:
@@ -101,5 +101,20 @@ def train_main() -> None:
     _train()
 
 
+def quote_path_arguments(argv: list[str], keys=("run_dir", "data_dir")) -> list[str]:
+    """Quotes ``key=PATH`` arguments for Hydra's override grammar, so that run
+    directories named after overrides (``runs/default/model=cnn_tiny,seed=1``)
+    can be passed as they are."""
+    quoted = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys and value and value[0] not in "'\"":
+            value = "'" + value.replace("'", "\\'") + "'"
+            arg = f"{key}={value}"
+        quoted.append(arg)
+    return quoted
+
+
 def eval_main() -> None:
+    sys.argv[1:] = quote_path_arguments(sys.argv[1:])
     _eval()

@@ -7,11 +7,9 @@ import hydra.errors
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 
+from medjax.errors import ConfigError
+
 ALLOWED_TARGET_PREFIXES = ("medjax.", "optax.")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the option."""
 
 
 def _check_targets(node: Any, path: str) -> None:

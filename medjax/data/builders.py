@@ -91,6 +91,8 @@ class MedjaxPhantoms(tfds.core.GeneratorBasedBuilder):
                 "label": tfds.features.ClassLabel(names=["healthy", "lesion"]),
             }),
             supervised_keys=("image", "label"),
+            # Record i is case i of the split: the files keep generation order.
+            disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager):
@@ -136,7 +138,12 @@ def phantom_sources(
     """
     config = phantom_config(kind, image_size, split_sizes, seed)
     data_dir = os.path.expanduser(data_dir or default_data_dir())
-    builder = MedjaxPhantoms(config=config, data_dir=data_dir, file_format="array_record")
+    # A predefined config must be asked for by name (tfds refuses an equal copy).
+    named = config.name in MedjaxPhantoms.builder_configs
+    builder = MedjaxPhantoms(
+        config=config.name if named else config, data_dir=data_dir,
+        file_format="array_record",
+    )
     if not builder.is_prepared():
         builder.download_and_prepare()
     return {split: builder.as_data_source(split=split) for split, _ in config.split_sizes}

@@ -5,6 +5,7 @@ import dataclasses
 from typing import Any, Callable
 
 from medjax.data import builders, pipeline
+from medjax.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -38,7 +39,7 @@ class Dataset:
 
     def source(self, split: str):
         if split not in self.sources:
-            raise ValueError(f"split={split!r}: expected one of {sorted(self.sources)}")
+            raise ConfigError(f"split={split!r}: expected one of {sorted(self.sources)}")
         return self.sources[split]
 
 

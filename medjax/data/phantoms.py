@@ -123,7 +123,7 @@ def torso_slice(rng: np.random.Generator, image_size: int) -> dict[str, np.ndarr
 
     lesions = np.zeros((size, size), np.uint8)
     num_lesions = rng.choice(MAX_LESIONS + 1, p=[0.5, 0.2, 0.15, 0.15])
-    for lesion_id in range(1, num_lesions + 1):
+    for _ in range(num_lesions):
         in_lung = lungs.any() and rng.random() < 0.25
         organ = lungs if in_lung else liver
         radius = size * rng.uniform(0.03, 0.08)
@@ -139,9 +139,13 @@ def torso_slice(rng: np.random.Generator, image_size: int) -> dict[str, np.ndarr
         lobes = rng.integers(3, 6)
         lobulation = rng.uniform(0.0, 0.25)  # 0: round
         boundary = radius * (1 + lobulation * np.cos(lobes * theta + rng.uniform(0, 6.3)))
-        region = (np.hypot(yy - cy, xx - cx) <= boundary) & organ
+        if lesions[cy, cx]:
+            continue  # centre taken by an earlier lesion: keep instances apart
+        region = (np.hypot(yy - cy, xx - cx) <= boundary) & organ & (lesions == 0)
         region[cy, cx] = True
-        lesions[region] = lesion_id
+        pieces, _ = ndi.label(region)
+        region = pieces == pieces[cy, cx]  # one connected instance
+        lesions[region] = len(np.unique(lesions))  # ids 1, 2, ... without gaps
         if in_lung:
             lesion_hu = rng.uniform(-20, 60)
         else:

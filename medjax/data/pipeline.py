@@ -19,6 +19,8 @@ import grain
 import jax
 import numpy as np
 
+from medjax.errors import ConfigError
+
 Example = dict[str, np.ndarray]
 
 
@@ -64,7 +66,7 @@ def _read(source, indices: Sequence[int], convert, keys) -> Example:
 def _process_slice(global_batch_size: int) -> slice:
     count, index = jax.process_count(), jax.process_index()
     if global_batch_size % count:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={global_batch_size} does not divide by the "
             f"{count} processes"
         )
@@ -79,7 +81,7 @@ def _threads(dataset: grain.MapDataset, num_threads: int) -> Iterator[Example]:
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     if batch_size > num_examples:
-        raise ValueError(
+        raise ConfigError(
             f"data.batch_size={batch_size} exceeds the {num_examples} training examples"
         )
     return num_examples // batch_size

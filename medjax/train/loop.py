@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from medjax.data import pipeline
 from medjax.data.dataset import Dataset
+from medjax.errors import ConfigError
 from medjax.train import reporting, sharding
 from medjax.train.checkpoint import Checkpoints
 from medjax.train.state import TrainState, count_params, create_train_state
@@ -30,9 +31,9 @@ def check_trainer_options(
     )
     for name, value in options.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"trainer.{name}: expected a positive integer, got {value!r}")
+            raise ConfigError(f"trainer.{name}: expected a positive integer, got {value!r}")
     if best_mode not in ("max", "min"):
-        raise ValueError(f"trainer.best_mode: expected 'max' or 'min', got {best_mode!r}")
+        raise ConfigError(f"trainer.best_mode: expected 'max' or 'min', got {best_mode!r}")
 
 
 def init_state(model, tx, data: Dataset, task, mesh, seed: int) -> TrainState:
@@ -152,6 +153,9 @@ def train(
         for step in range(start + 1, max_steps + 1):
             batch = pipeline.to_devices(next(batches), data_sharding)
             state, metrics = train_fn(state, batch, step_key)
+            if window:
+                # Keep one step in flight, no more: the bar then shows real progress.
+                jax.block_until_ready(window[-1])
             window.append(metrics)
             last = step == max_steps
             if step % log_every == 0 or last:
@@ -249,7 +253,7 @@ def evaluate_checkpoint(
     else:
         step = int(checkpoint)
         if step not in checkpoints.manager.all_steps():
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint={step}: not saved; saved steps are "
                 f"{list(checkpoints.manager.all_steps())}"
             )

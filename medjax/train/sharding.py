@@ -9,6 +9,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from medjax.errors import ConfigError
+
 
 def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh named ``data`` over ``devices`` (default: all devices of all
@@ -33,7 +35,7 @@ def check_batch_size(batch_size: int, mesh: Mesh, option: str = "data.batch_size
     """Raises a one-line error if ``batch_size`` does not split evenly over the mesh."""
     devices = mesh.devices.size
     if batch_size < 1 or batch_size % devices:
-        raise ValueError(
+        raise ConfigError(
             f"{option}={batch_size} must be a positive multiple of the {devices} "
             f"devices it is split over (e.g. {devices * max(1, batch_size // devices)})"
         )

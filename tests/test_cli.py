@@ -1,0 +1,101 @@
+"""The command-line tools end to end, on the tiny preset (4 CPU devices)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["model=cnn_tiny", "data=phantoms_tiny", "trainer=smoke", "optim=adam"]
+BIN = os.path.dirname(sys.executable)
+
+
+def medjax(program, *args, data_dir, cwd):
+    env = {**os.environ, "MEDJAX_DATA": data_dir}
+    return subprocess.run(
+        [os.path.join(BIN, program), *args], cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def records(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir, tmp_path_factory):
+    """A smoke run, stopped at step 4 and resumed to step 6."""
+    cwd = tmp_path_factory.mktemp("cli")
+    first = medjax("medjax-train", *TINY, data_dir=data_dir, cwd=cwd)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # with no hydra.run.dir the run lands in runs/<name>/<overrides>
+    run_dir = os.path.join(cwd, "runs", "default", ",".join(sorted(TINY)))
+    assert records(run_dir)[-1]["step"] == 4
+    second = medjax("medjax-train", *TINY, "trainer.max_steps=6", data_dir=data_dir, cwd=cwd)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming at step 4" in second.stdout + second.stderr
+    return run_dir
+
+
+def test_run_directory_contents(run_dir):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "figures/curves.png"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run_dir, "tensorboard")))
+    steps = sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.isdigit())
+    assert steps[-1] == 6
+    log = records(run_dir)
+    assert [r["step"] for r in log if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
+    validation = [r for r in log if r["split"] == "validation"]
+    assert [r["step"] for r in validation] == [2, 4, 6]
+    for record in validation:
+        assert {"loss", "accuracy", "auroc", "sensitivity", "specificity"} <= set(record)
+        assert record["num_examples"] == 20
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["final"]["validation"]["step"] == 6
+    assert summary["best"]["auroc"] == max(r["auroc"] for r in validation)
+
+
+def test_eval_writes_eval_json(run_dir, data_dir, tmp_path):
+    result = medjax("medjax-eval", f"run_dir={run_dir}", "split=test", data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(run_dir, "eval.json")) as f:
+        evaluation = json.load(f)
+    assert evaluation["split"] == "test"
+    assert evaluation["metrics"]["num_examples"] == 12
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        assert evaluation["step"] == json.load(f)["best_checkpoint_step"]
+
+
+def test_sweep_runs_every_value(data_dir, tmp_path):
+    result = medjax(
+        "medjax-train", "-m", *TINY, "trainer.max_steps=2", "optim.lr=1e-3,1e-2",
+        f"hydra.sweep.dir={tmp_path}/sweep", data_dir=data_dir, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(os.listdir(tmp_path / "sweep"))
+    lrs = sorted(d for d in runs if "optim.lr=" in d)
+    assert len(lrs) == 2
+    for d in lrs:
+        assert os.path.isfile(tmp_path / "sweep" / d / "summary.json")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.name=rmsprop", "optim.name: expected one of"),
+        ("data.batch_size=6", "data.batch_size=6 must be a positive multiple of the 4 devices"),
+        ("trainer.eval_every=0", "trainer.eval_every: expected a positive integer"),
+        ("data.window_width=-5", "data.window_width: expected > 0"),
+    ],
+)
+def test_bad_values_fail_with_one_clear_line(override, message, data_dir, tmp_path):
+    result = medjax("medjax-train", *TINY, override, f"hydra.run.dir={tmp_path}/run",
+                    data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("medjax-train: error:") and message in last_line
+    assert "parameters on" not in result.stdout + result.stderr  # nothing compiled
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

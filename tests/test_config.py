@@ -1,0 +1,65 @@
+"""Every file under conf/ composes and instantiates."""
+
+import glob
+import os
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medjax.cli import CONFIG_DIR, build_run
+from medjax.config import ConfigError, build
+from tests.conftest import TINY_SPLITS
+
+GROUPS = ("task", "model", "data", "optim", "trainer")
+OPTIONS = [
+    (group, os.path.splitext(os.path.basename(path))[0])
+    for group in GROUPS
+    for path in sorted(glob.glob(os.path.join(CONFIG_DIR, group, "*.yaml")))
+]
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_every_config_file_is_covered():
+    files = glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
+    covered = {os.path.join(CONFIG_DIR, g, o + ".yaml") for g, o in OPTIONS}
+    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml")}
+    assert set(files) == covered
+    assert len(OPTIONS) >= 12
+
+
+@pytest.mark.parametrize("group, option", OPTIONS)
+def test_option_composes_and_builds(group, option, data_dir):
+    small = "{" + ",".join(f"{k}:{v}" for k, v in TINY_SPLITS.items()) + "}"
+    overrides = [f"{group}={option}", f"data.data_dir={data_dir}", f"data.split_sizes={small}"]
+    if group == "optim":
+        overrides.append("trainer.max_steps=100")
+    if group == "trainer":  # the default optimizer warms up for longer than a smoke run
+        overrides.append("optim=adam")
+    cfg = compose_train(*overrides)
+    task, model, tx, data = build_run(cfg)
+    assert model.num_classes if hasattr(model, "num_classes") else model.num_outputs
+    assert len(data.source("train")) == TINY_SPLITS["train"]
+    assert callable(tx.update) and task.batch_keys
+
+
+def test_eval_config_composes():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="eval", overrides=["run_dir=/some/run"])
+    assert cfg.split == "test" and cfg.checkpoint == "best"
+
+
+def test_targets_outside_medjax_and_optax_are_refused():
+    cfg = compose_train()
+    cfg.model._target_ = "os.system"
+    with pytest.raises(ConfigError, match="model._target_='os.system'"):
+        build(cfg.model, "model")
+
+
+def test_unknown_argument_names_the_group():
+    cfg = compose_train("+model.depth=3")
+    with pytest.raises(ConfigError, match="^model"):
+        build(cfg.model, "model")
