@@ -64,6 +64,8 @@ def _train(cfg: DictConfig) -> float | None:
         _fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
+    if summary["interrupted"]:
+        sys.exit(130)
     best = summary.get("best") or {}
     return best.get(cfg.trainer.best_metric) if cfg.trainer.best_metric else None
 

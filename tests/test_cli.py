@@ -2,10 +2,15 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+
+from medjax.train.checkpoint import Checkpoints
 
 TINY = ["model=cnn_tiny", "data=phantoms_tiny", "trainer=smoke", "optim=adam"]
 BIN = os.path.dirname(sys.executable)
@@ -45,6 +50,10 @@ def test_run_directory_contents(run_dir):
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run_dir, "tensorboard")))
     steps = sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.isdigit())
     assert steps[-1] == 6
+    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"))
+    stored = checkpoints.config(6)  # the resolved config travels with the state
+    checkpoints.close()
+    assert stored["trainer"]["max_steps"] == 6 and stored["model"]["_target_"].endswith("cnn_tiny")
     log = records(run_dir)
     assert [r["step"] for r in log if r["split"] == "train"] == [1, 2, 3, 4, 5, 6]
     validation = [r for r in log if r["split"] == "validation"]
@@ -99,3 +108,34 @@ def test_bad_values_fail_with_one_clear_line(override, message, data_dir, tmp_pa
     assert last_line.startswith("medjax-train: error:") and message in last_line
     assert "parameters on" not in result.stdout + result.stderr  # nothing compiled
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_signal_saves_the_current_step_and_the_run_resumes(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [os.path.join(BIN, "medjax-train"), *TINY, "trainer.max_steps=5000",
+               "trainer.checkpoint_every=1000", "trainer.eval_every=1000",
+               f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "MEDJAX_DATA": data_dir}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if os.path.exists(run_dir / "metrics.jsonl") and len(records(run_dir)) >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-3000:]
+    match = re.search(r"stopped by SIGTERM; saved step (\d+)", output)
+    assert match, output[-3000:]
+    stopped = int(match.group(1))
+    assert 3 <= stopped < 1000  # not a scheduled checkpoint: saved because of the signal
+    checkpoints = Checkpoints(str(run_dir / "checkpoints"))
+    assert checkpoints.latest_step() == stopped
+    checkpoints.close()
+    resumed = subprocess.run(command[:-4] + [f"trainer.max_steps={stopped + 2}", command[-1]],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming at step {stopped}" in resumed.stdout + resumed.stderr
+    steps = [r["step"] for r in records(run_dir) if r["split"] == "train"]
+    assert steps == list(range(1, stopped + 3))

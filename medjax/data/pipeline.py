@@ -58,7 +58,8 @@ def _stack(examples: Sequence[Example], keys: Sequence[str]) -> Example:
     return {key: np.stack([example[key] for example in examples]) for key in keys}
 
 
-def _read(source, indices: Sequence[int], convert, keys) -> Example:
+def read_examples(source, indices: Sequence[int], convert, keys) -> Example:
+    """Records ``indices`` of ``source``, converted and stacked: ``{key: [N, ...]}``."""
     records = source.__getitems__(list(indices))
     return _stack([convert(record) for record in records], keys)
 
@@ -110,7 +111,7 @@ def train_batches(
     def batch(step: int) -> Example:
         epoch, position = divmod(step, per_epoch)
         indices = permutation(epoch)[position * batch_size : (position + 1) * batch_size]
-        examples = _read(source, indices[mine], convert, keys)
+        examples = read_examples(source, indices[mine], convert, keys)
         examples["valid"] = np.ones(len(indices[mine]), bool)
         return examples
 
@@ -140,7 +141,7 @@ def eval_batches(
         indices = np.arange(index * batch_size, (index + 1) * batch_size)
         valid = indices < num_examples
         indices = np.where(valid, indices, indices[0])
-        examples = _read(source, indices[mine], convert, keys)
+        examples = read_examples(source, indices[mine], convert, keys)
         examples["valid"] = valid[mine]
         return examples
 

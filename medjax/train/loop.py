@@ -4,6 +4,8 @@ Everything it writes goes to ``run_dir`` (see README, "The run directory")."""
 
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any, Sequence
 
@@ -38,7 +40,7 @@ def check_trainer_options(
 
 def init_state(model, tx, data: Dataset, task, mesh, seed: int) -> TrainState:
     """A fresh state, initialised from one example's shapes and replicated."""
-    sample = pipeline._read(data.source(data.train_split), [0], data.convert, task.batch_keys)
+    sample = pipeline.read_examples(data.source(data.train_split), [0], data.convert, task.batch_keys)
     sample["valid"] = np.ones(1, bool)
     init_key = jax.random.fold_in(jax.random.key(seed), 0)
     create = jax.jit(
@@ -72,6 +74,35 @@ def evaluate(eval_fn, state: TrainState, data: Dataset, split: str, task, mesh) 
     result.update(task.split_metrics(host_outputs))
     result["num_examples"] = len(next(iter(per_example.values())))
     return result
+
+
+class StopOnSignal:
+    """While active, SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's
+    pre-emption) set ``requested`` instead of interrupting: the loop finishes the
+    step it is in, logs it, saves a checkpoint and returns. A second signal
+    interrupts at once. SIGINT is taken even where a shell started the process with
+    it ignored (background jobs)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _best(records, metric: str | None, mode: str) -> dict | None:
@@ -149,7 +180,7 @@ def train(
     )
     window, window_start, images_per_second = [], time.perf_counter(), math.nan
     step = start
-    try:
+    with StopOnSignal() as stop:
         for step in range(start + 1, max_steps + 1):
             batch = pipeline.to_devices(next(batches), data_sharding)
             state, metrics = train_fn(state, batch, step_key)
@@ -157,7 +188,7 @@ def train(
                 # Keep one step in flight, no more: the bar then shows real progress.
                 jax.block_until_ready(window[-1])
             window.append(metrics)
-            last = step == max_steps
+            last = step == max_steps or stop.requested is not None
             if step % log_every == 0 or last:
                 means = _mean_metrics(window)
                 elapsed = time.perf_counter() - window_start
@@ -166,7 +197,7 @@ def train(
                 bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{images_per_second:.0f}")
                 window, window_start = [], time.perf_counter()
             validation = None
-            if step % eval_every == 0 or last:
+            if step % eval_every == 0 or step == max_steps:
                 validation = evaluate(eval_fn, state, data, data.eval_split, task, mesh)
                 log.write(step, "validation", validation)
                 if is_main and progress:
@@ -178,19 +209,17 @@ def train(
             bar.update(1)
             if step % checkpoint_every == 0 or validation is not None:
                 checkpoints.save(state, config, metrics=validation)
-    except KeyboardInterrupt:
+            if stop.requested is not None:
+                break
         bar.close()
+        interrupted = stop.requested is not None
         checkpoints.save(state, config)
         checkpoints.wait()
+    if interrupted and is_main:
         tqdm.write(
-            f"medjax: interrupted; saved step {int(state.step)} in {run_dir}, "
-            "run the same command again to resume"
+            f"medjax: stopped by {signal.Signals(stop.requested).name}; saved step {step} in "
+            f"{run_dir}: run the same command again to resume"
         )
-        raise
-    finally:
-        bar.close()
-    checkpoints.save(state, config)
-    checkpoints.wait()
     log.close()
 
     records = log.records
@@ -199,7 +228,9 @@ def train(
         for split in ("train", "validation")
     }
     summary = {
-        "steps": max_steps,
+        "steps": step,
+        "max_steps": max_steps,
+        "interrupted": interrupted,
         "final": final,
         "best": _best(records, best_metric, best_mode),
         "best_metric": best_metric,
