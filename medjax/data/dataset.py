@@ -53,14 +53,17 @@ def phantoms(
     eval_batch_size: int = 128,
     window_center: float = 40.0,
     window_width: float = 400.0,
+    num_frames: int = builders.DEFAULT_NUM_FRAMES,
     num_threads: int = 2,
 ) -> Dataset:
-    """The built-in ``medjax_phantoms`` data (built on first use into ``data_dir``),
-    windowed from HU to [-1, 1]."""
+    """The built-in ``medjax_phantoms`` data (built on first use into ``data_dir``):
+    CT windowed from HU to [-1, 1], MR intensities scaled by 1/1000."""
     if window_width <= 0:
         raise ValueError(f"data.window_width: expected > 0, got {window_width}")
     return Dataset(
-        sources=builders.phantom_sources(kind, image_size, split_sizes, seed, data_dir),
+        sources=builders.phantom_sources(
+            kind, image_size, split_sizes, seed, data_dir, num_frames
+        ),
         convert=pipeline.phantom_example(pipeline.CTWindow(window_center, window_width)),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,

@@ -38,18 +38,29 @@ class CTWindow:
         return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
 
 
-def phantom_example(window: CTWindow) -> Callable[[Example], Example]:
-    """Converts a ``medjax_phantoms`` record to the batch convention: ``image
-    [H, W, 1]`` float32, ``label`` int32, ``organ_mask``/``lesion_mask [H, W]``
-    int32."""
+def phantom_example(window: CTWindow, mr_scale: float = 1000.0) -> Callable[[Example], Example]:
+    """Converts a ``medjax_phantoms`` record to the batch convention: CT ``image``
+    through ``window``; MR images (``mr_image``, and cine ``image`` when there is
+    no HU image, i.e. ``image`` is not accompanied by ``organ_mask``) divided by
+    ``mr_scale``; integer labels and masks to int32; points to float32; validity
+    masks stay bool."""
 
     def convert(record: Example) -> Example:
-        return {
-            "image": window(record["image"]),
-            "label": np.int32(record["label"]),
-            "organ_mask": record["organ_mask"][..., 0].astype(np.int32),
-            "lesion_mask": record["lesion_mask"][..., 0].astype(np.int32),
-        }
+        example = {}
+        is_ct = "organ_mask" in record
+        for key, value in record.items():
+            value = np.asarray(value)
+            if key == "image" and is_ct:
+                example[key] = window(value)
+            elif key in ("image", "mr_image"):
+                example[key] = value.astype(np.float32) / mr_scale
+            elif value.dtype == np.bool_:
+                example[key] = value
+            elif np.issubdtype(value.dtype, np.integer):
+                example[key] = value.astype(np.int32)
+            else:
+                example[key] = value.astype(np.float32)
+        return example
 
     return convert
 
