@@ -19,8 +19,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def build_run(cfg: DictConfig):
-    """Task, model, optimizer and data of a composed config; bad values raise
-    ConfigError before anything is compiled."""
+    """Task, model, optimizer, data and augmentation of a composed config; bad
+    values raise ConfigError before anything is compiled."""
     from medjax.train.loop import check_trainer_options
 
     check_trainer_options(**OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -28,7 +28,8 @@ def build_run(cfg: DictConfig):
     model = build(cfg.model, "model")
     tx = build(cfg.optim, "optim", total_steps=cfg.trainer.max_steps)
     data = build(cfg.data, "data")
-    return task, model, tx, data
+    augment = build(cfg.augment, "augment") if cfg.get("augment") else None
+    return task, model, tx, data, augment
 
 
 def _quiet_libraries() -> None:
@@ -49,7 +50,7 @@ def _train(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
-        task, model, tx, data = build_run(cfg)
+        task, model, tx, data, augment = build_run(cfg)
     except ConfigError as error:
         _fail("medjax-train", error)
     os.makedirs(run_dir, exist_ok=True)
@@ -57,8 +58,8 @@ def _train(cfg: DictConfig) -> float | None:
     trainer = dict(resolved["trainer"])
     try:
         summary = train(
-            task=task, model=model, tx=tx, data=data, run_dir=run_dir,
-            seed=cfg.seed, config=resolved, **trainer,
+            task=task, model=model, tx=tx, data=data, augment=augment,
+            run_dir=run_dir, seed=cfg.seed, config=resolved, **trainer,
         )
     except ConfigError as error:  # raised by the loop's checks, before compiling
         _fail("medjax-train", error)
@@ -83,7 +84,7 @@ def _eval(cfg: DictConfig) -> None:
     if cfg.get("data_dir"):
         train_cfg.data.data_dir = cfg.data_dir
     try:
-        task, model, tx, data = build_run(train_cfg)
+        task, model, tx, data, _ = build_run(train_cfg)
         result = evaluate_checkpoint(
             task=task, model=model, tx=tx, data=data, run_dir=run_dir,
             split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
@@ -97,6 +98,36 @@ def _eval(cfg: DictConfig) -> None:
         f.write("\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
+
+
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="show")
+def _show(cfg: DictConfig) -> None:
+    import jax
+    import numpy as np
+
+    from medjax.data import pipeline
+    from medjax.show import augment_for_display, sample_grid
+
+    _quiet_libraries()
+    try:
+        data = build(cfg.data, "data")
+        augment = build(cfg.augment, "augment") if cfg.get("augment") else None
+        source = data.source(cfg.split)
+    except ConfigError as error:
+        _fail("medjax-show", error)
+    count = min(int(cfg.num_examples), len(source))
+    indices = np.random.default_rng(cfg.seed).choice(len(source), count, replace=False)
+    record = source[int(indices[0])]
+    batch = pipeline.read_examples(source, indices, data.convert, tuple(record))
+    augmented = None
+    if augment is not None:
+        augmented = augment_for_display(augment, jax.random.key(cfg.seed), batch)
+    name = cfg.data.get("kind", "data")
+    augment_name = HydraConfig.get().runtime.choices.get("augment", "")
+    sample_grid(batch, augmented, cfg.output,
+                title=f"{name} {cfg.data.get('image_size', '')} ({cfg.split}); "
+                f"augment={augment_name}")
+    print(f"wrote {cfg.output}")
 
 
 def train_main() -> None:
@@ -115,6 +146,11 @@ def quote_path_arguments(argv: list[str], keys=("run_dir", "data_dir")) -> list[
             arg = f"{key}={value}"
         quoted.append(arg)
     return quoted
+
+
+def show_main() -> None:
+    sys.argv[1:] = quote_path_arguments(sys.argv[1:], keys=("output", "data.data_dir"))
+    _show()
 
 
 def eval_main() -> None:

@@ -10,7 +10,7 @@ from medjax.cli import CONFIG_DIR, build_run
 from medjax.config import ConfigError, build
 from tests.conftest import TINY_SPLITS
 
-GROUPS = ("task", "model", "data", "optim", "trainer")
+GROUPS = ("task", "model", "data", "optim", "trainer", "augment")
 OPTIONS = [
     (group, os.path.splitext(os.path.basename(path))[0])
     for group in GROUPS
@@ -26,30 +26,43 @@ def compose_train(*overrides):
 def test_every_config_file_is_covered():
     files = glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
     covered = {os.path.join(CONFIG_DIR, g, o + ".yaml") for g, o in OPTIONS}
-    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml")}
+    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml")}
     assert set(files) == covered
     assert len(OPTIONS) >= 12
 
 
+SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
+
+
 @pytest.mark.parametrize("group, option", OPTIONS)
 def test_option_composes_and_builds(group, option, data_dir):
-    small = "{" + ",".join(f"{k}:{v}" for k, v in TINY_SPLITS.items()) + "}"
+    small = "{" + ",".join(f"{k}:{v}" for k, v in SMALL_SPLITS.items()) + "}"
     overrides = [f"{group}={option}", f"data.data_dir={data_dir}", f"data.split_sizes={small}"]
     if group == "optim":
         overrides.append("trainer.max_steps=100")
     if group == "trainer":  # the default optimizer warms up for longer than a smoke run
         overrides.append("optim=adam")
     cfg = compose_train(*overrides)
-    task, model, tx, data = build_run(cfg)
+    task, model, tx, data, augment = build_run(cfg)
     assert model.num_classes if hasattr(model, "num_classes") else model.num_outputs
-    assert len(data.source("train")) == TINY_SPLITS["train"]
+    assert len(data.source("train")) == SMALL_SPLITS["train"]
     assert callable(tx.update) and task.batch_keys
+    assert callable(augment)
 
 
 def test_eval_config_composes():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name="eval", overrides=["run_dir=/some/run"])
     assert cfg.split == "test" and cfg.checkpoint == "best"
+
+
+def test_show_config_composes_and_builds(data_dir):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="show", overrides=["data=phantoms_tiny", f"data.data_dir={data_dir}"])
+    assert cfg.num_examples > 0 and cfg.split == "train"
+    augment = build(cfg.augment, "augment")
+    assert augment.rotation_probability > 0  # the default shows 'standard'
+    assert len(build(cfg.data, "data").source(cfg.split)) == TINY_SPLITS["train"]
 
 
 def test_targets_outside_medjax_and_optax_are_refused():

@@ -8,6 +8,9 @@ A task is a small frozen (hashable) dataclass. The engine calls, inside jit:
   ``loss`` itself;
 - ``host_outputs(outputs, batch)``: per-example arrays ``{name: [B, ...]}`` that
   split-level metrics need (scores, labels);
+- ``augment_fields``: which batch fields on-device augmentation moves together:
+  ``{"images": keys, "masks": keys, "points": ((points_key, valid_key), ...)}``
+  (see ``medjax.augment.Augmentation``);
 
 and, on the host, once per evaluation:
 
@@ -28,6 +31,7 @@ Batch = dict[str, jnp.ndarray]
 
 class Task(Protocol):
     batch_keys: tuple[str, ...]
+    augment_fields: dict[str, tuple]
 
     def inputs(self, batch: Batch) -> jnp.ndarray: ...
 

@@ -38,6 +38,10 @@ class ClassificationTask:
     def batch_keys(self) -> tuple[str, ...]:
         return (self.image_key, self.label_key)
 
+    @property
+    def augment_fields(self) -> dict[str, tuple]:
+        return {"images": (self.image_key,), "masks": (), "points": ()}
+
     def inputs(self, batch: Batch) -> jnp.ndarray:
         return batch[self.image_key]
 

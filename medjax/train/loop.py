@@ -124,6 +124,7 @@ def train(
     data: Dataset,
     run_dir: str,
     max_steps: int,
+    augment=None,
     eval_every: int,
     checkpoint_every: int,
     log_every: int = 20,
@@ -136,7 +137,8 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Trains until ``max_steps``, resuming from the latest checkpoint in
-    ``run_dir/checkpoints`` if there is one. Returns the summary also written to
+    ``run_dir/checkpoints`` if there is one. ``augment`` (a
+    ``medjax.augment.Augmentation``) augments training batches on device. Returns the summary also written to
     ``summary.json``."""
     check_trainer_options(
         max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode
@@ -148,7 +150,7 @@ def train(
     pipeline.steps_per_epoch(len(train_source), data.batch_size)
     os.makedirs(run_dir, exist_ok=True)
 
-    train_fn, eval_fn = compile_steps(task, mesh)
+    train_fn, eval_fn = compile_steps(task, mesh, augment)
     state = init_state(model, tx, data, task, mesh, seed)
     step_key = jax.random.fold_in(jax.random.key(seed), 1)
     checkpoints = Checkpoints(

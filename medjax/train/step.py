@@ -10,8 +10,8 @@ from medjax.train import sharding
 from medjax.train.state import TrainState
 
 
-def train_step(state: TrainState, batch, key, *, task):
-    """One optimizer update.
+def train_step(state: TrainState, batch, key, *, task, augment=None):
+    """One optimizer update, after on-device augmentation of the batch.
 
     Args:
         state: replicated training state.
@@ -19,11 +19,15 @@ def train_step(state: TrainState, batch, key, *, task):
         key: the run's base PRNG key; the step folds in ``state.step`` so a resumed
             run draws the same numbers.
         task: see ``medjax.tasks.base``.
+        augment: a ``medjax.augment.Augmentation`` (or None), applied to the
+            fields named by ``task.augment_fields``.
 
     Returns:
         The new state and ``{metric: scalar}`` averaged over valid examples.
     """
     key = jax.random.fold_in(key, state.step)
+    if augment is not None:
+        batch = augment(jax.random.fold_in(key, 1), batch, **task.augment_fields)
 
     def loss_fn(params):
         variables = {**state.variables(), "params": params}
@@ -48,12 +52,13 @@ def eval_step(state: TrainState, batch, *, task):
     return per_example, task.host_outputs(outputs, batch)
 
 
-def compile_steps(task, mesh):
+def compile_steps(task, mesh, augment=None):
     """``train_step`` and ``eval_step`` jitted once for ``mesh``: batches sharded on
-    ``data``, state and key replicated, the old state's buffers donated."""
+    ``data``, state and key replicated, the old state's buffers donated.
+    Augmentation runs in the training step only."""
     data, same = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train = jax.jit(
-        partial(train_step, task=task),
+        partial(train_step, task=task, augment=augment),
         in_shardings=(same, data, same),
         out_shardings=(same, same),
         donate_argnums=0,

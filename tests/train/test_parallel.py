@@ -4,6 +4,7 @@ import jax
 import numpy as np
 
 from medjax.data import pipeline
+from medjax.augment import Augmentation
 from medjax.models.cnn import cnn_tiny
 from medjax.tasks.classification import ClassificationTask
 from medjax.train import sharding
@@ -18,7 +19,9 @@ def run(devices, data, steps=5):
     tx = make_optimizer("adam", lr=1e-2, total_steps=steps, schedule="constant")
     mesh = sharding.data_mesh(devices)
     state = init_state(model, tx, data, task, mesh, seed=0)
-    train_fn, eval_fn = compile_steps(task, mesh)
+    # augmentation draws per example: the same on 1 device as on 4
+    augment = Augmentation(rotation_probability=0.5, rotation_degrees=10, flip_probability=0.5)
+    train_fn, eval_fn = compile_steps(task, mesh, augment)
     key = jax.random.key(7)
     batches = pipeline.train_batches(
         data.source("train"), batch_size=data.batch_size, seed=0, start_step=0,

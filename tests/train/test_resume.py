@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from medjax.augment import Augmentation
 from medjax.models.cnn import cnn_tiny
 from medjax.tasks.classification import ClassificationTask
 from medjax.train import sharding
@@ -15,6 +16,10 @@ from medjax.train.loop import init_state, train
 from medjax.train.optim import make_optimizer
 
 N = 5  # 8 steps an epoch: resuming at 5 and running to 10 crosses an epoch
+AUGMENT = Augmentation(
+    rotation_probability=0.5, rotation_degrees=10, noise_probability=0.5,
+    noise_std_range=(0.0, 0.05),
+)
 
 
 def train_to(run_dir, data, max_steps):
@@ -24,6 +29,7 @@ def train_to(run_dir, data, max_steps):
         model=cnn_tiny(num_classes=2, dropout_rate=0.3),  # randomness in the step
         tx=make_optimizer("adamw", lr=1e-2, total_steps=2 * N, warmup_steps=2),
         data=data, run_dir=str(run_dir), max_steps=max_steps, eval_every=N,
+        augment=AUGMENT,  # randomness in the data too
         checkpoint_every=3, log_every=1, best_metric="auroc", progress=False,
     )
 
