@@ -441,7 +441,9 @@ class Augmentation:
             original, valid = example[points_key], example[valid_key]
             target = spatial.transform_points(matrix, original.astype(jnp.float32))
             if displacement is not None:
-                target = _invert_displacement_at(target, displacement)
+                target = spatial.invert_displacement_at(
+                    displacement, target, _ELASTIC_POINT_ITERATIONS
+                )
             inside = jnp.all((target >= 0.0) & (target <= upper), axis=-1)
             out[points_key] = jnp.where(moved, target.astype(original.dtype), original)
             out[valid_key] = jnp.where(moved, valid & inside, valid).astype(valid.dtype)
@@ -537,26 +539,6 @@ def gaussian_blur(
             blurred, kernel.reshape(shape), mode="valid", method="direct"
         )
     return blurred
-
-
-def _invert_displacement_at(
-    targets: jnp.ndarray, displacement: jnp.ndarray
-) -> jnp.ndarray:
-    """Solves ``y + d(y) = q`` for each target ``q`` by ``y <- q - d(y)``.
-
-    Args:
-        targets: ``[K, ndim]`` points ``q``.
-        displacement: ``[*S, ndim]`` pull-back field ``d`` (sampled linearly, 0
-            outside the image).
-
-    Returns:
-        ``[K, ndim]``: where the warp ``out(x) = in(x + d(x))`` moves each ``q``.
-    """
-
-    def step(_, points):
-        return targets - spatial.sample(displacement, points, order=1, cval=0.0)
-
-    return jax.lax.fori_loop(0, _ELASTIC_POINT_ITERATIONS, step, targets)
 
 
 def _coin(key: jax.Array, probability: float) -> tuple[jax.Array, jax.Array]:

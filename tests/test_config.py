@@ -39,7 +39,7 @@ def test_option_composes_and_builds(group, option, data_dir):
     small = "{" + ",".join(f"{k}:{v}" for k, v in SMALL_SPLITS.items()) + "}"
     overrides = [f"{group}={option}", f"data.data_dir={data_dir}", f"data.split_sizes={small}"]
     if group == "optim":
-        overrides.append("trainer.max_steps=100")
+        overrides.append("trainer.max_steps=1000")
     if group == "trainer":  # the default optimizer warms up for longer than a smoke run
         overrides.append("optim=adam")
     cfg = compose_train(*overrides)

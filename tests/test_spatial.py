@@ -552,3 +552,12 @@ def test_jit_and_vmap_match_a_loop():
         for got, want in zip(batched, looped):
             np.testing.assert_allclose(got[i], want, atol=1e-5)
     assert np.abs(np.asarray(batched[1])).mean() > 0.3  # not mostly cval
+
+
+def test_point_inversion_solves_the_map():
+    field = spatial.smooth_random_displacement(jax.random.key(2), (30, 30), sigma=4.0, magnitude=1.5)
+    points = jnp.array([[10.0, 12.5], [20.2, 7.7], [15.0, 15.0]])
+    y = spatial.invert_displacement_at(field, points, 20)
+    upper = jnp.array([29.0, 29.0])
+    back = y + spatial.sample(field, jnp.clip(y, 0, upper))
+    np.testing.assert_allclose(back, points, atol=1e-3)

@@ -196,7 +196,7 @@ def _place_lesions(rng, size, liver, lungs, max_lesions):
     for _ in range(count):
         in_lung = lungs.any() and rng.random() < 0.25
         organ = lungs if in_lung else liver
-        radius = size * rng.uniform(0.02, 0.09)
+        radius = size * rng.uniform(0.03, 0.09)
         depth = ndi.distance_transform_edt(organ)
         candidates = np.argwhere(depth >= max(1.0, 0.6 * radius))
         if len(candidates) == 0:

@@ -90,33 +90,5 @@ def registration_pair(
         pair[f"moving_{name}"] = spatial.warp_displacement(mask, displacement, order=0)
     if points is not None:
         pair["fixed_points"] = points
-        pair["moving_points"] = invert_at_points(displacement, points)
+        pair["moving_points"] = spatial.invert_displacement_at(displacement, points, 20)
     return pair
-
-
-def invert_at_points(
-    displacement: jnp.ndarray, points: jnp.ndarray, iterations: int = 20
-) -> jnp.ndarray:
-    """Where the pull-back map ``y -> y + d(y)`` sends each of ``points``: solves
-    ``y + d(y) = p`` by fixed-point iteration ``y <- p - d(y)`` (it converges when
-    the field's spatial derivatives are below 1, true of folding-free fields).
-
-    Args:
-        displacement: ``[*S, ndim]``.
-        points: ``[K, ndim]``.
-
-    Returns:
-        ``[K, ndim]``.
-    """
-
-    def step(y, _):
-        return points - _sample_clamped(displacement, y), None
-
-    solution, _ = jax.lax.scan(step, points, None, length=iterations)
-    return solution
-
-
-def _sample_clamped(field: jnp.ndarray, coords: jnp.ndarray) -> jnp.ndarray:
-    # Fields are extended by their edge values (like compose_displacements does).
-    upper = jnp.asarray(field.shape[:-1], jnp.float32) - 1
-    return spatial.sample(field, jnp.clip(coords, 0.0, upper))

@@ -12,9 +12,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-def _norm(kind: str, train: bool) -> nn.Module:
+def _norm(kind: str, train: bool, momentum: float = 0.99) -> nn.Module:
     if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=0.9)
+        return nn.BatchNorm(use_running_average=not train, momentum=momentum)
     if kind == "group":
         return nn.GroupNorm(num_groups=None, group_size=4)
     if kind == "none":
@@ -31,20 +31,21 @@ class ConvBlock(nn.Module):
     stride: int = 1
     residual: bool = False
     norm: str = "batch"
+    norm_momentum: float = 0.99
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         kernel = (3,) * self.spatial_dims
         strides = (self.stride,) * self.spatial_dims
         y = nn.Conv(self.features, kernel, strides, use_bias=False)(x)
-        y = nn.relu(_norm(self.norm, train)(y))
+        y = nn.relu(_norm(self.norm, train, self.norm_momentum)(y))
         y = nn.Conv(self.features, kernel, use_bias=False)(y)
-        y = _norm(self.norm, train)(y)
+        y = _norm(self.norm, train, self.norm_momentum)(y)
         if self.residual:
             if x.shape[-1] != self.features or self.stride != 1:
                 ones = (1,) * self.spatial_dims
                 x = nn.Conv(self.features, ones, strides, use_bias=False)(x)
-                x = _norm(self.norm, train)(x)
+                x = _norm(self.norm, train, self.norm_momentum)(x)
             y = y + x
         return nn.relu(y)
 
@@ -59,6 +60,8 @@ class CNNClassifier(nn.Module):
         residual: residual (ResNet basic) blocks instead of plain ones.
         spatial_dims: 2 for images ``[B, H, W, C]``, 3 for volumes ``[B, H, W, D, C]``.
         norm: 'batch', 'group' or 'none'.
+        norm_momentum: BatchNorm running-average momentum (Flax's default 0.99
+            averages over about 100 steps, steadying evaluation).
         dropout_rate: dropout before the dense head.
     """
 
@@ -68,6 +71,7 @@ class CNNClassifier(nn.Module):
     residual: bool = False
     spatial_dims: int = 2
     norm: str = "batch"
+    norm_momentum: float = 0.99
     dropout_rate: float = 0.0
 
     @nn.compact
@@ -81,13 +85,14 @@ class CNNClassifier(nn.Module):
             )
         kernel = (3,) * self.spatial_dims
         x = nn.Conv(self.widths[0], kernel, use_bias=False)(x)
-        x = nn.relu(_norm(self.norm, train)(x))
+        x = nn.relu(_norm(self.norm, train, self.norm_momentum)(x))
         for stage, width in enumerate(self.widths):
             for block in range(self.blocks_per_stage):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = ConvBlock(width, self.spatial_dims, stride, self.residual, self.norm)(
-                    x, train=train
-                )
+                x = ConvBlock(
+                    width, self.spatial_dims, stride, self.residual, self.norm,
+                    self.norm_momentum,
+                )(x, train=train)
         x = jnp.mean(x, axis=tuple(range(1, 1 + self.spatial_dims)))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes)(x)

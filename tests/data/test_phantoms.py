@@ -73,7 +73,7 @@ def test_lesion_labels_are_consistent(slices, volumes):
 
 def test_lesion_sizes_span_a_few_pixels_and_up(slices):
     radii = np.concatenate([c["lesion_radii"][c["lesion_valid"]] for c in slices])
-    assert radii.min() < 2.0 and radii.max() > 4.0
+    assert radii.min() < 2.5 and radii.max() > 4.0
 
 
 def test_landmarks_lie_in_their_structures(slices, volumes):
