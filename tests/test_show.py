@@ -39,7 +39,7 @@ def test_cli_writes_a_grid(data_dir, tmp_path):
 def test_grid_of_volumes_and_cine(kind, tmp_path):
     source = phantom_sources(kind, image_size=16, split_sizes={"train": 3},
                              data_dir=str(tmp_path), num_frames=4)["train"]
-    convert = pipeline.phantom_example(pipeline.CTWindow())
+    convert = pipeline.phantom_example(pipeline.CTWindow(), image_is_ct=kind != "cine2d")
     batch = pipeline.read_examples(source, [0, 1, 2], convert, tuple(source[0]))
     augment = Augmentation(rotation_probability=1.0, rotation_degrees=30)
     augmented = augment_for_display(augment, jax.random.key(0), batch)

@@ -64,7 +64,10 @@ def phantoms(
         sources=builders.phantom_sources(
             kind, image_size, split_sizes, seed, data_dir, num_frames
         ),
-        convert=pipeline.phantom_example(pipeline.CTWindow(window_center, window_width)),
+        convert=pipeline.phantom_example(
+            pipeline.CTWindow(window_center, window_width),
+            image_is_ct=kind != "cine2d",  # cine frames are MR
+        ),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         num_threads=num_threads,

@@ -38,19 +38,19 @@ class CTWindow:
         return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
 
 
-def phantom_example(window: CTWindow, mr_scale: float = 1000.0) -> Callable[[Example], Example]:
-    """Converts a ``medjax_phantoms`` record to the batch convention: CT ``image``
-    through ``window``; MR images (``mr_image``, and cine ``image`` when there is
-    no HU image, i.e. ``image`` is not accompanied by ``organ_mask``) divided by
-    ``mr_scale``; integer labels and masks to int32; points to float32; validity
+def phantom_example(
+    window: CTWindow, *, image_is_ct: bool = True, mr_scale: float = 1000.0
+) -> Callable[[Example], Example]:
+    """Converts a ``medjax_phantoms`` record to the batch convention: ``image``
+    through ``window`` when it is CT (HU), else divided by ``mr_scale`` like
+    ``mr_image``; integer labels and masks to int32; points to float32; validity
     masks stay bool."""
 
     def convert(record: Example) -> Example:
         example = {}
-        is_ct = "organ_mask" in record
         for key, value in record.items():
             value = np.asarray(value)
-            if key == "image" and is_ct:
+            if key == "image" and image_is_ct:
                 example[key] = window(value)
             elif key in ("image", "mr_image"):
                 example[key] = value.astype(np.float32) / mr_scale
@@ -70,9 +70,11 @@ def _stack(examples: Sequence[Example], keys: Sequence[str]) -> Example:
 
 
 def read_examples(source, indices: Sequence[int], convert, keys) -> Example:
-    """Records ``indices`` of ``source``, converted and stacked: ``{key: [N, ...]}``."""
+    """Fields ``keys`` of records ``indices`` of ``source``, converted and stacked:
+    ``{key: [N, ...]}``. Only those fields are converted (this is the data path of
+    every step)."""
     records = source.__getitems__(list(indices))
-    return _stack([convert(record) for record in records], keys)
+    return _stack([convert({k: r[k] for k in keys}) for r in records], keys)
 
 
 def _process_slice(global_batch_size: int) -> slice:

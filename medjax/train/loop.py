@@ -40,7 +40,9 @@ def check_trainer_options(
 
 def init_state(model, tx, data: Dataset, task, mesh, seed: int) -> TrainState:
     """A fresh state, initialised from one example's shapes and replicated."""
-    sample = pipeline.read_examples(data.source(data.train_split), [0], data.convert, task.batch_keys)
+    sample = pipeline.read_examples(
+        data.source(data.train_split), [0], data.convert, task.batch_keys
+    )
     sample["valid"] = np.ones(1, bool)
     init_key = jax.random.fold_in(jax.random.key(seed), 0)
     create = jax.jit(
@@ -138,8 +140,8 @@ def train(
 ) -> dict[str, Any]:
     """Trains until ``max_steps``, resuming from the latest checkpoint in
     ``run_dir/checkpoints`` if there is one. ``augment`` (a
-    ``medjax.augment.Augmentation``) augments training batches on device. Returns the summary also written to
-    ``summary.json``."""
+    ``medjax.augment.Augmentation``) augments training batches on device.
+    Returns the summary also written to ``summary.json``."""
     check_trainer_options(
         max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode
     )
