@@ -1,15 +1,18 @@
-"""Command-line entry points (Hydra): ``medjax-train`` and ``medjax-eval``.
+"""Command-line entry points (Hydra): ``medjax-train``, ``medjax-eval``,
+``medjax-predict`` and ``medjax-show``.
 
 This is the only module that reads a config; it builds the task, model, data and
 optimizer with ``medjax.config.build`` and hands plain objects to the library.
 """
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 
 import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +32,8 @@ def build_run(cfg: DictConfig):
     tx = build(cfg.optim, "optim", total_steps=cfg.trainer.max_steps)
     data = build(cfg.data, "data")
     augment = build(cfg.augment, "augment") if cfg.get("augment") else None
+    if getattr(task, "spacing", False) is None and data.spacing is not None:
+        task = dataclasses.replace(task, spacing=data.spacing)  # spacing: null
     return task, model, tx, data, augment
 
 
@@ -53,6 +58,8 @@ def _train(cfg: DictConfig) -> float | None:
         task, model, tx, data, augment = build_run(cfg)
     except ConfigError as error:
         _fail("medjax-train", error)
+    if not resolved["trainer"].get("best_metric"):
+        resolved["trainer"]["best_metric"] = getattr(task, "primary_metric", None)
     os.makedirs(run_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
     trainer = dict(resolved["trainer"])
@@ -68,7 +75,8 @@ def _train(cfg: DictConfig) -> float | None:
     if summary["interrupted"]:
         sys.exit(130)
     best = summary.get("best") or {}
-    return best.get(cfg.trainer.best_metric) if cfg.trainer.best_metric else None
+    best_metric = trainer["best_metric"]
+    return best.get(best_metric) if best_metric else None
 
 
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
@@ -130,6 +138,47 @@ def _show(cfg: DictConfig) -> None:
     print(f"wrote {cfg.output}")
 
 
+@hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="predict")
+def _predict(cfg: DictConfig) -> None:
+    from medjax.data import io
+    from medjax.predict import load_segmenter, write_overlay
+
+    _quiet_libraries()
+    run_dir = cfg.run_dir
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(config_path):
+        _fail("medjax-predict", FileNotFoundError(f"run_dir={run_dir}: no config.yaml (not a medjax run directory)"))
+    train_cfg = OmegaConf.load(config_path)
+    try:
+        task, model, tx, data, _ = build_run(train_cfg)
+        if not hasattr(task, "predict"):
+            raise ConfigError(f"run_dir={run_dir}: a {type(task).__name__} run; medjax-predict needs a segmentation run")
+        volume = io.load_image(cfg.input)
+        segmenter = load_segmenter(
+            task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
+            best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+        )
+        labels = segmenter(volume)
+        written = io.save_like(labels, volume, cfg.output)
+    except (ConfigError, FileNotFoundError, io.ImageFormatError) as error:
+        _fail("medjax-predict", error)
+    overlay = cfg.overlay or _overlay_path(str(cfg.output))
+    write_overlay(volume, labels, overlay, segmenter.normalize)
+    counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    print(f"segmented {cfg.input} {tuple(labels.shape)} with step {segmenter.step} of {run_dir}")
+    print(f"voxels per label: {counts}")
+    print(f"wrote {written} and {overlay}")
+
+
+def _overlay_path(output: str) -> str:
+    stem = output.rstrip("/")
+    for suffix in (".nii.gz", ".nii", ".png"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return stem + "_overlay.png"
+
+
 def train_main() -> None:
     _train()
 
@@ -151,6 +200,11 @@ def quote_path_arguments(argv: list[str], keys=("run_dir", "data_dir")) -> list[
 def show_main() -> None:
     sys.argv[1:] = quote_path_arguments(sys.argv[1:], keys=("output", "data.data_dir"))
     _show()
+
+
+def predict_main() -> None:
+    sys.argv[1:] = quote_path_arguments(sys.argv[1:], keys=("run_dir", "input", "output", "overlay"))
+    _predict()
 
 
 def eval_main() -> None:

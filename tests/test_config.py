@@ -10,7 +10,7 @@ from medjax.cli import CONFIG_DIR, build_run
 from medjax.config import ConfigError, build
 from tests.conftest import TINY_SPLITS
 
-GROUPS = ("task", "model", "data", "optim", "trainer", "augment")
+GROUPS = ("task", "model", "data", "optim", "trainer", "augment", "experiment")
 OPTIONS = [
     (group, os.path.splitext(os.path.basename(path))[0])
     for group in GROUPS
@@ -26,7 +26,7 @@ def compose_train(*overrides):
 def test_every_config_file_is_covered():
     files = glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
     covered = {os.path.join(CONFIG_DIR, g, o + ".yaml") for g, o in OPTIONS}
-    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml")}
+    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml", "predict.yaml")}
     assert set(files) == covered
     assert len(OPTIONS) >= 12
 
@@ -48,6 +48,12 @@ def test_option_composes_and_builds(group, option, data_dir):
     assert len(data.source("train")) == SMALL_SPLITS["train"]
     assert callable(tx.update) and task.batch_keys
     assert callable(augment)
+
+
+def test_predict_config_composes():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="predict", overrides=["run_dir=/r", "input=a.nii.gz", "output=b.nii.gz"])
+    assert cfg.checkpoint == "best" and cfg.overlay is None
 
 
 def test_eval_config_composes():

@@ -7,6 +7,9 @@ from typing import Any, Callable
 from medjax.data import builders, pipeline
 from medjax.errors import ConfigError
 
+PHANTOM_FIELD_OF_VIEW_MM = 400.0
+PHANTOM_VOLUME_LENGTH_MM = 280.0  # torso_volume spans 0.7 of the [-1, 1] z range
+
 
 @dataclasses.dataclass
 class Dataset:
@@ -19,6 +22,10 @@ class Dataset:
         eval_batch_size: global evaluation batch.
         train_split / eval_split: the splits trained on and validated on.
         num_threads: grain reader threads per process.
+        spacing: voxel size in mm of the examples (None: unknown), for surface
+            distances.
+        normalize: maps raw intensities (HU for CT) to model inputs; used by
+            ``medjax-predict`` on new images (None: identity).
     """
 
     sources: dict[str, Any]
@@ -28,6 +35,8 @@ class Dataset:
     train_split: str = "train"
     eval_split: str = "validation"
     num_threads: int = 2
+    spacing: tuple[float, ...] | None = None
+    normalize: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         for option in ("train_split", "eval_split"):
@@ -57,18 +66,28 @@ def phantoms(
     num_threads: int = 2,
 ) -> Dataset:
     """The built-in ``medjax_phantoms`` data (built on first use into ``data_dir``):
-    CT windowed from HU to [-1, 1], MR intensities scaled by 1/1000."""
+    CT windowed from HU to [-1, 1], MR intensities scaled by 1/1000.
+
+    The phantoms have a nominal 400 mm in-plane field of view and volumes span
+    280 mm caudo-cranially, which sets ``spacing`` (6.25 mm at 64 pixels)."""
     if window_width <= 0:
         raise ValueError(f"data.window_width: expected > 0, got {window_width}")
+    window = pipeline.CTWindow(window_center, window_width)
+    spacing = (PHANTOM_FIELD_OF_VIEW_MM / image_size,) * 2
+    if kind == "torso3d":
+        spacing += (PHANTOM_VOLUME_LENGTH_MM / image_size,)
+    elif kind == "cine2d":
+        spacing = None
     return Dataset(
         sources=builders.phantom_sources(
             kind, image_size, split_sizes, seed, data_dir, num_frames
         ),
         convert=pipeline.phantom_example(
-            pipeline.CTWindow(window_center, window_width),
-            image_is_ct=kind != "cine2d",  # cine frames are MR
+            window, image_is_ct=kind != "cine2d"  # cine frames are MR
         ),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
         num_threads=num_threads,
+        spacing=spacing,
+        normalize=window if kind != "cine2d" else None,
     )

@@ -25,6 +25,8 @@ class ClassificationTask:
     positive_class: int = 1
     label_smoothing: float = 0.0
 
+    primary_metric = "auroc"  # the default trainer.best_metric
+
     def __post_init__(self):
         if self.num_classes < 2:
             raise ValueError(f"task.num_classes: expected >= 2, got {self.num_classes}")

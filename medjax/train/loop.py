@@ -52,9 +52,13 @@ def init_state(model, tx, data: Dataset, task, mesh, seed: int) -> TrainState:
     return create(init_key)
 
 
-def evaluate(eval_fn, state: TrainState, data: Dataset, split: str, task, mesh) -> dict:
+def evaluate(
+    eval_fn, state: TrainState, data: Dataset, split: str, task, mesh,
+    figure_path: str | None = None,
+) -> dict:
     """Metrics over every example of ``split`` exactly once: means of per-example
-    metrics, plus the task's split-level metrics, plus ``num_examples``."""
+    metrics, plus the task's split-level metrics, plus ``num_examples``. Tasks
+    that draw (``draw_cases``) draw a few cases to ``figure_path``."""
     data_sharding = sharding.batch_sharding(mesh)
     per_example, host_outputs = [], []
     batches = pipeline.eval_batches(
@@ -75,6 +79,9 @@ def evaluate(eval_fn, state: TrainState, data: Dataset, split: str, task, mesh) 
     result = {k: float(v.mean()) for k, v in per_example.items()}
     result.update(task.split_metrics(host_outputs))
     result["num_examples"] = len(next(iter(per_example.values())))
+    if figure_path and hasattr(task, "draw_cases") and jax.process_index() == 0:
+        step = int(jax.device_get(state.step))
+        task.draw_cases(host_outputs, figure_path, title=f"{split}, step {step}")
     return result
 
 
@@ -202,7 +209,10 @@ def train(
                 window, window_start = [], time.perf_counter()
             validation = None
             if step % eval_every == 0 or step == max_steps:
-                validation = evaluate(eval_fn, state, data, data.eval_split, task, mesh)
+                validation = evaluate(
+                    eval_fn, state, data, data.eval_split, task, mesh,
+                    figure_path=os.path.join(run_dir, "figures", f"validation_step_{step:06d}.png"),
+                )
                 log.write(step, "validation", validation)
                 if is_main and progress:
                     tqdm.write(f"step {step} validation: " + ", ".join(
@@ -253,6 +263,33 @@ def _mean_metrics(window: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
 
 
+def restore_checkpoint(
+    state: TrainState, run_dir: str, checkpoint: str | int = "best", *,
+    best_metric: str | None = None, best_mode: str = "max",
+) -> tuple[TrainState, int]:
+    """``state`` (a template of the right structure) restored from checkpoint
+    ``best`` (by ``best_metric``), ``latest`` or a step number of ``run_dir``."""
+    checkpoints = Checkpoints(
+        os.path.join(run_dir, "checkpoints"), best_metric=best_metric, best_mode=best_mode
+    )
+    if checkpoint == "best":
+        step = checkpoints.best_step()
+    elif checkpoint == "latest":
+        step = checkpoints.latest_step()
+    else:
+        step = int(checkpoint)
+        if step not in checkpoints.manager.all_steps():
+            raise ConfigError(
+                f"checkpoint={step}: not saved; saved steps are "
+                f"{list(checkpoints.manager.all_steps())}"
+            )
+    if step is None:
+        raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints to restore")
+    state = checkpoints.restore(state, step)
+    checkpoints.close()
+    return state, step
+
+
 def evaluate_checkpoint(
     *,
     task,
@@ -278,24 +315,10 @@ def evaluate_checkpoint(
     mesh = sharding.data_mesh(devices)
     sharding.check_batch_size(data.eval_batch_size, mesh, "data.eval_batch_size")
     data.source(split)  # fails early on an unknown split
-    checkpoints = Checkpoints(
-        os.path.join(run_dir, "checkpoints"), best_metric=best_metric, best_mode=best_mode
+    state, step = restore_checkpoint(
+        init_state(model, tx, data, task, mesh, seed), run_dir, checkpoint,
+        best_metric=best_metric, best_mode=best_mode,
     )
-    if checkpoint == "best":
-        step = checkpoints.best_step()
-    elif checkpoint == "latest":
-        step = checkpoints.latest_step()
-    else:
-        step = int(checkpoint)
-        if step not in checkpoints.manager.all_steps():
-            raise ConfigError(
-                f"checkpoint={step}: not saved; saved steps are "
-                f"{list(checkpoints.manager.all_steps())}"
-            )
-    if step is None:
-        raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints to evaluate")
-    state = checkpoints.restore(init_state(model, tx, data, task, mesh, seed), step)
-    checkpoints.close()
     _, eval_fn = compile_steps(task, mesh)
     metrics = evaluate(eval_fn, state, data, split, task, mesh)
     return {"split": split, "step": step, "checkpoint": str(checkpoint), "metrics": metrics}

@@ -26,6 +26,8 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
         The new state and ``{metric: scalar}`` averaged over valid examples.
     """
     key = jax.random.fold_in(key, state.step)
+    if hasattr(task, "training_batch"):  # e.g. patches of large images
+        batch = task.training_batch(jax.random.fold_in(key, 2), batch)
     if augment is not None:
         batch = augment(jax.random.fold_in(key, 1), batch, **task.augment_fields)
 
@@ -46,8 +48,14 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
 
 def eval_step(state: TrainState, batch, *, task):
     """Per-example metrics ``{name: [B]}`` and ``host_outputs`` for one batch; the
-    loop drops padded rows and reduces on the host."""
-    outputs = state.apply_fn(state.variables(), task.inputs(batch), train=False)
+    loop drops padded rows and reduces on the host. A task with ``predict`` (e.g.
+    sliding windows) decides how the model sees whole inputs."""
+
+    def apply(inputs):
+        return state.apply_fn(state.variables(), inputs, train=False)
+
+    inputs = task.inputs(batch)
+    outputs = task.predict(apply, inputs) if hasattr(task, "predict") else apply(inputs)
     _, per_example = task.loss(outputs, batch)
     return per_example, task.host_outputs(outputs, batch)
 

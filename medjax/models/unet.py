@@ -1,0 +1,209 @@
+"""U-Net for 2D and 3D segmentation (Ronneberger et al. 2015; Cicek et al. 2016).
+
+An encoder of ``depth + 1`` levels (two 3x3(x3) conv-norm-ReLU layers each, 2x2 max
+pooling between levels) and a decoder that up-samples, concatenates the encoder's skip
+connection and applies two more conv-norm-ReLU layers. A 1x1 convolution gives the
+per-voxel logits. Convolutions use 'SAME' padding (the paper used 'VALID' and
+cropped skips), so the output has the input's spatial shape.
+
+Inputs of any spatial size are accepted: each axis is zero-padded *at the end* to the
+next multiple of ``2**depth`` and the logits are cropped back. Normalisation
+statistics (batch, instance, group) then include the padded zeros; feed sizes that
+are multiples of ``2**depth`` when that matters.
+"""
+
+from functools import partial
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORMS = ("batch", "instance", "group", "none")
+UPSAMPLES = ("transpose", "resize")
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+class _Norm(nn.Module):
+    """Normalisation selected by name; ``group`` uses the largest divisor of the
+    width that is at most ``num_groups`` groups."""
+
+    kind: str
+    num_groups: int = 8
+    momentum: float = 0.99
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        if self.kind == "batch":
+            bn = nn.BatchNorm(use_running_average=not train, momentum=self.momentum)
+            return bn(x)
+        if self.kind == "instance":
+            return nn.InstanceNorm()(x)
+        if self.kind == "group":
+            groups = _largest_divisor_at_most(x.shape[-1], self.num_groups)
+            return nn.GroupNorm(num_groups=groups)(x)
+        return x
+
+
+class UNetBlock(nn.Module):
+    """Two conv-norm-ReLU layers at one resolution. With ``residual`` the block input
+    is added before the last ReLU, through a 1x1 conv + norm when widths differ."""
+
+    features: int
+    spatial_dims: int
+    norm: str = "batch"
+    num_groups: int = 8
+    norm_momentum: float = 0.99
+    residual: bool = False
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        kernel = (3,) * self.spatial_dims
+        # a bias before a normalisation layer is redundant
+        bias = self.norm == "none"
+        norm = partial(_Norm, self.norm, self.num_groups, self.norm_momentum)
+        y = nn.Conv(self.features, kernel, use_bias=bias)(x)
+        y = nn.relu(norm()(y, train=train))
+        y = nn.Conv(self.features, kernel, use_bias=bias)(y)
+        y = norm()(y, train=train)
+        if self.residual:
+            if x.shape[-1] != self.features:
+                x = nn.Conv(self.features, (1,) * self.spatial_dims, use_bias=bias)(x)
+                x = norm()(x, train=train)
+            y = y + x
+        return nn.relu(y)
+
+
+class UNet(nn.Module):
+    """U-Net segmentation network, channels-last.
+
+    Maps ``x [B, *spatial, C]`` (``spatial`` of length ``spatial_dims``, any sizes)
+    to logits ``[B, *spatial, num_classes]``.
+
+    With ``deep_supervision=True`` and ``train=True`` the call returns a tuple
+    ``(logits, aux_1, ..., aux_{depth-1})``: ``aux_i [B, *ceil(spatial / 2**i),
+    num_classes]`` are logits of 1x1 heads on the decoder's level-``i`` features
+    (1/2**i of the padded input, cropped consistently with the full-resolution
+    logits), highest resolution first (a 1-tuple when ``depth <= 1``). With
+    ``train=False`` only the full-resolution logits are returned, whatever
+    ``deep_supervision`` says (the auxiliary heads are still built, so the
+    parameters are the same in both modes).
+
+    Attributes:
+        num_classes: logits per voxel.
+        spatial_dims: 2 for images ``[B, H, W, C]``, 3 for volumes ``[B, H, W, D, C]``.
+        depth: number of 2x down-samplings; the bottleneck runs at 1/2**depth.
+        base_width: channels at level 0; level ``i`` has ``base_width * 2**i``.
+        norm: 'batch', 'instance', 'group' or 'none' (convolutions get a bias only
+            with 'none').
+        num_groups: groups for 'group' norm, reduced to the largest divisor of the
+            width when it does not divide it.
+        norm_momentum: BatchNorm running-average momentum.
+        residual: residual double-conv blocks (1x1 projection when widths differ).
+        upsample: 'transpose' (2x2 stride-2 transposed conv, as in the paper) or
+            'resize' (linear interpolation to the skip's size, then a 1x1 conv).
+        deep_supervision: also return lower-resolution logits in training.
+        dropout_rate: dropout on the bottleneck features (training only; needs a
+            'dropout' rng when > 0).
+    """
+
+    num_classes: int
+    spatial_dims: int = 2
+    depth: int = 4
+    base_width: int = 32
+    norm: str = "batch"
+    num_groups: int = 8
+    norm_momentum: float = 0.99
+    residual: bool = False
+    upsample: str = "transpose"
+    deep_supervision: bool = False
+    dropout_rate: float = 0.0
+
+    def _check(self, x: jnp.ndarray) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(
+                f"UNet.spatial_dims: expected 2 or 3, got {self.spatial_dims}"
+            )
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(
+                f"UNet(spatial_dims={self.spatial_dims}) expects inputs of rank "
+                f"{self.spatial_dims + 2} (batch, spatial..., channels), "
+                f"got shape {x.shape}"
+            )
+        if self.norm not in NORMS:
+            raise ValueError(f"UNet.norm: expected one of {NORMS}, got {self.norm!r}")
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(
+                f"UNet.upsample: expected one of {UPSAMPLES}, got {self.upsample!r}"
+            )
+        if self.depth < 0:
+            raise ValueError(f"UNet.depth: expected >= 0, got {self.depth}")
+
+    @nn.compact
+    def __call__(
+        self, x: jnp.ndarray, *, train: bool
+    ) -> jnp.ndarray | tuple[jnp.ndarray, ...]:
+        """Returns logits ``[B, *spatial, num_classes]`` (see the class docstring for
+        the deep-supervision tuple)."""
+        self._check(x)
+        dims = self.spatial_dims
+        spatial = x.shape[1 : 1 + dims]
+        multiple = 2**self.depth
+        padded = tuple(-(-s // multiple) * multiple for s in spatial)
+        if padded != spatial:
+            pad = [(0, 0)] + [(0, p - s) for s, p in zip(spatial, padded)] + [(0, 0)]
+            x = jnp.pad(x, pad)
+
+        block = partial(
+            UNetBlock,
+            spatial_dims=dims,
+            norm=self.norm,
+            num_groups=self.num_groups,
+            norm_momentum=self.norm_momentum,
+            residual=self.residual,
+        )
+        window = (2,) * dims
+        skips = []
+        for level in range(self.depth):
+            x = block(self.base_width * 2**level, name=f"down_{level}")(x, train=train)
+            skips.append(x)
+            x = nn.max_pool(x, window, strides=window)
+        x = block(self.base_width * 2**self.depth, name="bottleneck")(x, train=train)
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+        aux = []
+        for level in reversed(range(self.depth)):
+            width = self.base_width * 2**level
+            skip = skips[level]
+            if self.upsample == "transpose":
+                x = nn.ConvTranspose(
+                    width, window, window, "VALID", name=f"upconv_{level}"
+                )(x)
+            else:
+                shape = skip.shape[:-1] + x.shape[-1:]
+                x = jax.image.resize(x, shape, method="linear")
+                x = nn.Conv(width, (1,) * dims, name=f"upconv_{level}")(x)
+            x = jnp.concatenate([skip, x], axis=-1)
+            x = block(width, name=f"up_{level}")(x, train=train)
+            if self.deep_supervision and level > 0:
+                head = nn.Conv(self.num_classes, (1,) * dims, name=f"aux_{level}")
+                aux.append((level, head(x)))
+
+        logits = nn.Conv(self.num_classes, (1,) * dims, name="head")(x)
+        logits = logits[(slice(None),) + tuple(slice(0, s) for s in spatial)]
+        if not (self.deep_supervision and train):
+            return logits
+        outputs = [logits]
+        for level, out in reversed(aux):  # highest resolution (level 1) first
+            crop = tuple(slice(0, -(-s // 2**level)) for s in spatial)
+            outputs.append(out[(slice(None),) + crop])
+        return tuple(outputs)
+
+
+unet_tiny = partial(UNet, depth=2, base_width=4)
+unet_small = partial(UNet, depth=3, base_width=16, norm="batch")
+# Ronneberger et al. 2015: widths 64..1024, no normalisation, transposed-conv
+# up-sampling (31.0M parameters for 1 input channel and 2 classes).
+unet_original = partial(UNet, depth=4, base_width=64, norm="none")
