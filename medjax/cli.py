@@ -79,16 +79,23 @@ def _train(cfg: DictConfig) -> float | None:
     return best.get(best_metric) if best_metric else None
 
 
+def _run_config(program: str, run_dir: str) -> DictConfig:
+    """The resolved config a medjax-train run saved in ``run_dir``."""
+    config_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(config_path):
+        _fail(program, FileNotFoundError(
+            f"run_dir={run_dir}: no config.yaml (not a medjax run directory)"
+        ))
+    return OmegaConf.load(config_path)
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="eval")
 def _eval(cfg: DictConfig) -> None:
     from medjax.train.loop import evaluate_checkpoint
 
     _quiet_libraries()
     run_dir = cfg.run_dir
-    config_path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(config_path):
-        _fail("medjax-eval", FileNotFoundError(f"run_dir={run_dir}: no config.yaml (not a medjax run directory)"))
-    train_cfg = OmegaConf.load(config_path)
+    train_cfg = _run_config("medjax-eval", run_dir)
     if cfg.get("data_dir"):
         train_cfg.data.data_dir = cfg.data_dir
     try:
@@ -145,10 +152,7 @@ def _predict(cfg: DictConfig) -> None:
 
     _quiet_libraries()
     run_dir = cfg.run_dir
-    config_path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(config_path):
-        _fail("medjax-predict", FileNotFoundError(f"run_dir={run_dir}: no config.yaml (not a medjax run directory)"))
-    train_cfg = OmegaConf.load(config_path)
+    train_cfg = _run_config("medjax-predict", run_dir)
     try:
         task, model, tx, data, _ = build_run(train_cfg)
         if not hasattr(task, "predict"):

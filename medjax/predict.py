@@ -7,6 +7,12 @@ file, a DICOM series (directory or file) or a PNG is read with
 data's voxel spacing when both are known, segmented (2D models slice by slice
 along the third index axis, 3D models whole, both through the task's
 sliding-window ``predict``) and written back in the input's format and geometry.
+
+Volumes are turned to the layout the phantoms are drawn in before a model sees
+them, and the mask turned back: rows run anterior to posterior, columns from the
+patient's right to left (radiological display), slices caudal to cranial
+(``DISPLAY_AXES``, nibabel axis codes). DICOM and NIfTI volumes are reoriented
+by their affine; PNGs and 2D images are taken as displayed.
 """
 
 import dataclasses
@@ -17,6 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.data import io
+
+# nibabel axis codes of the phantoms' array axes: toward Posterior, Left, Superior.
+DISPLAY_AXES = ("P", "L", "S")
 from medjax.errors import ConfigError
 from medjax.train.loop import restore_checkpoint
 from medjax.train.state import create_train_state
@@ -54,6 +63,7 @@ class Segmenter:
             raise ConfigError(
                 f"input={volume.path}: a {ndim}D image for a {self.spatial_dims}D model"
             )
+        volume, _, back = to_display_orientation(volume)
         resampled = volume
         if self.spacing is not None and volume.source != "png":
             target = self.spacing if ndim == len(self.spacing) else (
@@ -72,7 +82,7 @@ class Segmenter:
             labels = np.moveaxis(np.concatenate(parts), 0, 2)
         if resampled is not volume:
             labels = _back_to_grid(labels, resampled, volume)
-        return labels.astype(np.uint8)
+        return back(labels).astype(np.uint8)
 
     def _normalize(self, volume: io.Volume, array: np.ndarray) -> np.ndarray:
         if volume.source == "png":
@@ -80,6 +90,28 @@ class Segmenter:
             # levels 0..255 map linearly to the window's [-1, 1].
             return (array.astype(np.float32) / 255.0) * 2.0 - 1.0
         return np.asarray(self.normalize(array), np.float32)
+
+
+def to_display_orientation(volume: io.Volume):
+    """``volume`` with its array axes permuted and flipped to ``DISPLAY_AXES`` (and
+    its affine to match), and the functions that turn an array of the original
+    layout into that one and back. PNGs and 2D images are returned as they are."""
+    import nibabel.orientations as orientations
+
+    if volume.source == "png" or volume.spatial_ndim != 3:
+        return volume, (lambda array: array), (lambda array: array)
+    current = orientations.io_orientation(volume.affine)
+    forward = orientations.ornt_transform(current, orientations.axcodes2ornt(DISPLAY_AXES))
+    backward = orientations.ornt_transform(orientations.axcodes2ornt(DISPLAY_AXES), current)
+    shape = volume.spatial_shape
+    array = orientations.apply_orientation(volume.array, forward)
+    affine = volume.affine @ orientations.inv_ornt_aff(forward, shape)
+    reoriented = dataclasses.replace(volume, array=array, affine=affine, datasets=())
+    return (
+        reoriented,
+        lambda labels: orientations.apply_orientation(labels, forward),
+        lambda labels: orientations.apply_orientation(labels, backward),
+    )
 
 
 def _back_to_grid(labels: np.ndarray, resampled: io.Volume, original: io.Volume) -> np.ndarray:
@@ -125,7 +157,9 @@ def load_segmenter(task, model, tx, data, run_dir: str, checkpoint="best", *,
 
 def write_overlay(volume: io.Volume, labels: np.ndarray, path: str, normalize) -> None:
     """A PNG of the slice with the most foreground (2D: the image) with the
-    predicted contours in yellow."""
+    predicted contours in yellow, in the display orientation."""
+    volume, forward, _ = to_display_orientation(volume)
+    labels = forward(labels)
     image = np.asarray(volume.array, np.float32)
     if volume.source != "png":
         image = np.asarray(normalize(image), np.float32)

@@ -51,8 +51,8 @@ def _phantom_volume_hu(size=32, slices=3):
 
 
 def test_predict_nifti_keeps_shape_and_affine(run_dir, data_dir, tmp_path):
-    affine = np.diag([12.5, 12.5, 5.0, 1.0])
-    affine[:3, 3] = [-200.0, -180.0, 40.0]
+    # rows toward posterior, columns toward the patient's left: the phantoms' layout
+    affine = np.array([[0, -12.5, 0, 200.0], [-12.5, 0, 0, 180.0], [0, 0, 5.0, 40.0], [0, 0, 0, 1]])
     io.save_nifti(_phantom_volume_hu(), tmp_path / "ct.nii.gz", affine=affine)
     result = medjax(
         "medjax-predict", f"run_dir={run_dir}", f"input={tmp_path}/ct.nii.gz",

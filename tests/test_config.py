@@ -35,9 +35,17 @@ SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
 
 
 @pytest.mark.parametrize("group, option", OPTIONS)
-def test_option_composes_and_builds(group, option, data_dir):
+def test_option_composes_and_builds(group, option, data_dir, tmp_path):
     small = "{" + ",".join(f"{k}:{v}" for k, v in SMALL_SPLITS.items()) + "}"
     overrides = [f"{group}={option}", f"data.data_dir={data_dir}", f"data.split_sizes={small}"]
+    expected_train = SMALL_SPLITS["train"]
+    if (group, option) == ("data", "decathlon"):  # a folder of the user's: a tiny one
+        from tests.data.test_io import make_decathlon
+
+        root = tmp_path / "Task09_Tiny"
+        make_decathlon(root, count=5)
+        overrides = [f"data=decathlon", f"data.root={root}", "data.shape=[8,8,4]"]
+        expected_train = 4
     if group == "optim":
         overrides.append("trainer.max_steps=1000")
     if group == "trainer":  # the default optimizer warms up for longer than a smoke run
@@ -45,7 +53,7 @@ def test_option_composes_and_builds(group, option, data_dir):
     cfg = compose_train(*overrides)
     task, model, tx, data, augment = build_run(cfg)
     assert model.num_classes if hasattr(model, "num_classes") else model.num_outputs
-    assert len(data.source("train")) == SMALL_SPLITS["train"]
+    assert len(data.source("train")) == expected_train
     assert callable(tx.update) and task.batch_keys
     assert callable(augment)
 

@@ -17,6 +17,18 @@ and, on the host, once per evaluation:
 - ``split_metrics(host_outputs)``: metrics over the whole split, given the
   concatenated ``host_outputs`` of its valid examples only.
 
+Optional hooks, used when a task defines them:
+
+- ``training_batch(key, batch)``: the batch a training step learns from, before
+  augmentation (segmentation: foreground-oversampled patches);
+- ``predict(apply, inputs)``: how the model sees whole inputs at evaluation and
+  in ``medjax-predict`` (segmentation: sliding windows), ``apply`` being the
+  model in inference mode;
+- ``draw_cases(host_outputs, path, title)``: a figure of a few cases, drawn at
+  each evaluation into ``figures/``;
+- ``primary_metric``: the split metric that picks the best checkpoint when
+  ``trainer.best_metric`` is null.
+
 Every batch carries ``valid [B]`` (bool): False marks padding added to complete
 the last evaluation batch. ``batch_keys`` names the fields the task reads.
 """

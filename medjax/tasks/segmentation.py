@@ -206,7 +206,7 @@ class SegmentationTask:
         names = self.names
         result = {}
         for name in ("dice", "iou"):
-            per_class = _nanmean_columns(host_outputs[name])
+            per_class = np.asarray(metrics.masked_nanmean(jnp.asarray(host_outputs[name])))
             result[name] = float(np.nanmean(per_class[1:])) if np.isfinite(per_class[1:]).any() else float("nan")
             for k in range(1, self.num_classes):
                 result[f"{name}_{names[k]}"] = float(per_class[k])
@@ -247,13 +247,6 @@ class SegmentationTask:
 def _nanmean(values) -> float:
     values = np.asarray(values, np.float64)
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
-
-def _nanmean_columns(values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, np.float64)
-    counts = np.isfinite(values).sum(0)
-    sums = np.where(np.isfinite(values), values, 0.0).sum(0)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def _surface_metrics(predicted: np.ndarray, truth: np.ndarray, spacing):
