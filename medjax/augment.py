@@ -158,6 +158,14 @@ class Augmentation:
         _set_range(self, "blur_sigma_range", "voxels > 0", low=0.0, open_low=True)
 
     @property
+    def enabled(self) -> bool:
+        """Whether any part can apply (``augment=none`` is all off)."""
+        return any(
+            getattr(self, field.name) > 0.0
+            for field in dataclasses.fields(self) if field.name.endswith("_probability")
+        )
+
+    @property
     def geometric(self) -> bool:
         """Whether any geometric part can apply (else no field is resampled)."""
         return any(
@@ -194,6 +202,8 @@ class Augmentation:
             ValueError: a named field is missing or has the wrong shape or dtype,
                 or ``flip_axes`` names an axis the images do not have.
         """
+        if not self.enabled:  # all off: any batch passes, e.g. tabular features
+            return dict(batch)
         images, masks, points = tuple(images), tuple(masks), tuple(map(tuple, points))
         size, _ = self._check(batch, images, masks, points, batched=True)
         names = images + masks + tuple(name for pair in points for name in pair)

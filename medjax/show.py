@@ -112,15 +112,19 @@ def draw_contours(ax, image: np.ndarray, prediction: np.ndarray | None = None,
 
 
 def _most_foreground_slice(truth: np.ndarray) -> int:
-    """The axial slice (last axis) of a volume with the most truth foreground."""
-    return int(np.argmax((truth > 0).reshape(-1, truth.shape[-1]).sum(0)))
+    """The axial slice (last axis) of a volume that shows the most truth classes
+    (the middle one of those that tie): lesions through their middle, organs where
+    most of them meet."""
+    classes = np.array([len(np.unique(truth[..., k])) for k in range(truth.shape[-1])])
+    candidates = np.flatnonzero(classes == classes.max())
+    return int(candidates[len(candidates) // 2])
 
 
 def draw_segmentations(images, truths, predictions, path: str, *, dice=None,
                        title: str = "") -> None:
     """Writes a PNG with one panel per case: ``images [N, *S]`` in grey, truth
     contours in red, predicted contours in yellow; volumes are shown at the axial
-    slice with the most truth foreground. ``dice [N, C]`` titles each panel with
+    slice that shows the most truth classes. ``dice [N, C]`` titles each panel with
     its mean foreground Dice."""
     count = len(images)
     fig, axes = plt.subplots(1, max(count, 1), figsize=(2.6 * max(count, 1), 2.9),

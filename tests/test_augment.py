@@ -115,6 +115,15 @@ def test_all_parts_off_returns_the_batch_unchanged(ndim):
     assert_batches_equal(out, batch)
 
 
+def test_all_off_passes_batches_without_images_through():
+    # augment=none with tabular data: nothing to move, nothing checked.
+    batch = {"features": jnp.ones((4, 30)), "valid": jnp.ones(4, bool)}
+    out = Augmentation()(jax.random.key(0), batch, images=("features",))
+    assert out is not batch and out["features"] is batch["features"]
+    with pytest.raises(ValueError):
+        Augmentation(noise_probability=0.5)(jax.random.key(0), batch, images=("features",))
+
+
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_parts_that_are_drawn_but_off_leave_the_example_exactly(ndim):
     # Probabilities > 0 make the parts traced; examples that draw "off" for all of

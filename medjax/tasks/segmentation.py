@@ -230,7 +230,7 @@ class SegmentationTask:
 
     def draw_cases(self, host_outputs: dict[str, np.ndarray], path: str, title: str = "") -> None:
         """A few cases with the truth contoured in red and the prediction in
-        yellow (volumes: the axial slice with the most truth foreground)."""
+        yellow (volumes: the axial slice that shows the most truth classes)."""
         from medjax.show import draw_segmentations
 
         truth = host_outputs["truth"]

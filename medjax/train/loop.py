@@ -320,5 +320,6 @@ def evaluate_checkpoint(
         best_metric=best_metric, best_mode=best_mode,
     )
     _, eval_fn = compile_steps(task, mesh)
-    metrics = evaluate(eval_fn, state, data, split, task, mesh)
+    figure = os.path.join(run_dir, "figures", f"{split}_step_{step:06d}.png")
+    metrics = evaluate(eval_fn, state, data, split, task, mesh, figure_path=figure)
     return {"split": split, "step": step, "checkpoint": str(checkpoint), "metrics": metrics}

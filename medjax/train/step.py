@@ -17,7 +17,8 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
         state: replicated training state.
         batch: dict of ``[B, ...]`` arrays, sharded over ``data``, with ``valid [B]``.
         key: the run's base PRNG key; the step folds in ``state.step`` so a resumed
-            run draws the same numbers.
+            run draws the same numbers. The model gets two streams: ``dropout``
+            and ``sample`` (for stochastic models, e.g. an RBM's Gibbs chain).
         task: see ``medjax.tasks.base``.
         augment: a ``medjax.augment.Augmentation`` (or None), applied to the
             fields named by ``task.augment_fields``.
@@ -35,7 +36,8 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
         variables = {**state.variables(), "params": params}
         outputs, updates = state.apply_fn(
             variables, task.inputs(batch), train=True,
-            rngs={"dropout": key}, mutable=["batch_stats"],
+            rngs={"dropout": key, "sample": jax.random.fold_in(key, 3)},
+            mutable=["batch_stats"],
         )
         loss, per_example = task.loss(outputs, batch)
         return loss, (per_example, updates.get("batch_stats", {}))
