@@ -419,7 +419,7 @@ def test_bad_batches_are_refused_before_tracing():
     with pytest.raises(ValueError, match="no field 'seg'"):
         augment(jax.random.key(0), batch, masks=("seg",))
     with pytest.raises(ValueError, match=r"augment.flip_axes=\[2\]"):
-        Augmentation(flip_axes=(2,))(jax.random.key(0), batch)
+        Augmentation(flip_probability=0.5, flip_axes=(2,))(jax.random.key(0), batch)
     with pytest.raises(ValueError, match="floating-point image"):
         augment(jax.random.key(0), {"image": batch["mask"][..., None]})
     with pytest.raises(ValueError, match="'points'"):

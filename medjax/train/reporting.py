@@ -102,7 +102,8 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> None:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        if title == "loss":
+        positive = all(v > 0 for split in series["loss"].values() for _, v in split)
+        if title == "loss" and positive:  # an RBM's free-energy loss can be negative
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(titles):]:
         ax.axis("off")
