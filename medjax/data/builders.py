@@ -16,7 +16,8 @@ needed: arrays are stored as zlib-compressed ``Tensor`` features. Read back with
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -173,6 +174,47 @@ def default_data_dir() -> str:
     """``$MEDJAX_DATA`` if set, else ``~/.cache/medjax/tensorflow_datasets``."""
     return os.environ.get("MEDJAX_DATA") or str(
         Path.home() / ".cache" / "medjax" / "tensorflow_datasets"
+    )
+
+
+class LazySources(Mapping):
+    """``{split: source}`` that builds the dataset the first time a source is
+    asked for, so that knowing a run's data (its splits, spacing, intensity
+    window), as ``medjax-predict`` does, builds nothing."""
+
+    def __init__(self, splits, build: Callable[[], dict[str, Any]]):
+        self._splits, self._build, self._sources = tuple(splits), build, None
+
+    def __getitem__(self, split: str):
+        if split not in self._splits:
+            raise KeyError(split)
+        if self._sources is None:
+            self._sources = self._build()
+        return self._sources[split]
+
+    def __contains__(self, split) -> bool:  # Mapping's would build
+        return split in self._splits
+
+    def __iter__(self):
+        return iter(self._splits)
+
+    def __len__(self) -> int:
+        return len(self._splits)
+
+
+def lazy_phantom_sources(
+    kind: str = "torso2d",
+    image_size: int = 64,
+    split_sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+) -> LazySources:
+    """``phantom_sources`` built on first access (arguments checked now)."""
+    config = phantom_config(kind, image_size, split_sizes, seed, num_frames)
+    return LazySources(
+        [split for split, _ in config.split_sizes],
+        lambda: phantom_sources(kind, image_size, split_sizes, seed, data_dir, num_frames),
     )
 
 

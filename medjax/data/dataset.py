@@ -81,7 +81,7 @@ def phantoms(
     elif kind == "cine2d":
         spacing = None
     return Dataset(
-        sources=builders.phantom_sources(
+        sources=builders.lazy_phantom_sources(  # built when a split is first read
             kind, image_size, split_sizes, seed, data_dir, num_frames
         ),
         convert=pipeline.phantom_example(

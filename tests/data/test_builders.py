@@ -80,3 +80,15 @@ def test_config_names():
 def test_bad_settings_name_the_option(kwargs, option):
     with pytest.raises(ValueError, match=option):
         builders.phantom_config(**kwargs)
+
+
+def test_phantom_datasets_build_when_a_split_is_first_read(tmp_path):
+    from medjax.data.dataset import phantoms
+
+    data = phantoms(image_size=16, split_sizes={"train": 3, "validation": 2},
+                    data_dir=str(tmp_path), batch_size=1, eval_batch_size=1)
+    assert sorted(data.sources) == ["train", "validation"]
+    assert data.spacing == (25.0, 25.0)
+    assert not any(tmp_path.iterdir())  # knowing the data built nothing
+    assert len(data.source("validation")) == 2
+    assert any(tmp_path.iterdir())
