@@ -284,6 +284,11 @@ class AnomalyTask(ReconstructionTask):
         map_sigma: smoothing of the anomaly map, in pixels (0: none).
         score_quantile: quantile of the map over the body giving the score.
         body_threshold: inputs above it are body.
+        region_key / region_labels: score only inside the voxels whose
+            ``batch[region_key]`` (a label map ``[B, *S]``, e.g. the phantoms'
+            ``organ_mask``) holds one of ``region_labels`` (e.g. the liver and
+            lungs, where the lesions are), within the body; images without such
+            voxels are scored over the body.
     """
 
     label_key: str = "label"
@@ -291,6 +296,8 @@ class AnomalyTask(ReconstructionTask):
     map_sigma: float = 1.0
     score_quantile: float | None = 0.99
     body_threshold: float | None = -0.95
+    region_key: str | None = None
+    region_labels: tuple[int, ...] = ()
 
     primary_metric = "auroc"
 
@@ -300,26 +307,39 @@ class AnomalyTask(ReconstructionTask):
             raise ValueError(f"task.score_quantile: expected 0..1 or null, got {self.score_quantile}")
         if self.map_sigma < 0:
             raise ValueError(f"task.map_sigma: expected >= 0, got {self.map_sigma}")
+        object.__setattr__(self, "region_labels", tuple(self.region_labels))
+        if self.region_key is not None and not self.region_labels:
+            raise ValueError("task.region_labels: expected the labels to score inside region_key")
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
-        return (self.image_key, self.label_key, self.lesion_key)
+        region = (self.region_key,) if self.region_key else ()
+        return (self.image_key, self.label_key, self.lesion_key) + region
 
     @property
     def augment_fields(self) -> dict[str, tuple]:
         return {**super().augment_fields, "masks": (self.lesion_key,)}
 
-    def anomaly(self, image: jnp.ndarray, reconstruction: jnp.ndarray):
-        """``(maps [B, *S], scores [B])`` of clean images ``[B, *S, C]``."""
+    def anomaly(self, image: jnp.ndarray, reconstruction: jnp.ndarray, region=None):
+        """``(maps [B, *S], scores [B])`` of clean images ``[B, *S, C]``; with a
+        label map ``region [B, *S]``, scored inside ``region_labels`` only."""
         maps = anomaly_maps(image, reconstruction, self.map_sigma)
         body = None
         if self.body_threshold is not None:
             body = jnp.max(image, axis=-1) > self.body_threshold
+        if region is not None:
+            inside = jnp.isin(region, jnp.asarray(self.region_labels))
+            if body is not None:
+                inside = inside & body
+            has_region = inside.reshape(inside.shape[0], -1).any(axis=1)
+            has_region = has_region.reshape((-1,) + (1,) * (inside.ndim - 1))
+            body = jnp.where(has_region, inside, body if body is not None else True)
         return maps, anomaly_scores(maps, body, self.score_quantile)
 
     def host_outputs(self, outputs: dict, batch: Batch) -> Batch:
         image = batch[self.image_key]
-        maps, scores = self.anomaly(image, outputs["reconstruction"])
+        region = batch[self.region_key] if self.region_key else None
+        maps, scores = self.anomaly(image, outputs["reconstruction"], region)
         return {
             "score": scores,
             "label": batch[self.label_key],

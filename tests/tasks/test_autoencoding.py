@@ -124,6 +124,24 @@ def test_anomaly_host_outputs_score_the_body():
     assert out["anomaly_map"].shape == (2, 4, 4) and out["lesion_mask"].dtype == jnp.uint8
 
 
+def test_anomaly_scores_inside_a_region_of_the_label_map():
+    # Body: the middle 2 x 2. Region (label 3): its left column, in image 0 only.
+    task = AnomalyTask(map_sigma=0.0, score_quantile=None, body_threshold=-0.5,
+                       region_key="organ_mask", region_labels=(3,))
+    assert task.batch_keys[-1] == "organ_mask"
+    image = -jnp.ones((2, 4, 4, 1)).at[:, 1:3, 1:3].set(0.0)
+    reconstruction = image.at[:, 1, 1, 0].add(1.0).at[:, 1, 2, 0].add(3.0)
+    organs = jnp.zeros((2, 4, 4), jnp.int32).at[0, 1:3, 1].set(3)
+    batch = {"image": image, "label": jnp.array([1, 0]),
+             "lesion_mask": jnp.zeros((2, 4, 4), jnp.int32), "organ_mask": organs}
+    out = task.host_outputs({"reconstruction": reconstruction}, batch)
+    # image 0: mean over its 2 region voxels (errors 1 and 0); image 1 has no
+    # region voxel: mean over the 4 body voxels (errors 1, 9, 0, 0)
+    np.testing.assert_allclose(out["score"], [0.5, 2.5])
+    with pytest.raises(ValueError, match="region_labels"):
+        AnomalyTask(region_key="organ_mask")
+
+
 def test_pca_projection_matches_scikit_learn():
     from sklearn.decomposition import PCA
 
