@@ -2,6 +2,7 @@
 vs VAE, over seeds (see README.md in this folder).
 
     python experiments/anomaly_detection/run.py [--seeds 0 1 2] [--steps 200]
+        [--override task.region_key=organ_mask 'task.region_labels=[2,3]'] [--tag _region]
 
 Each run composes ``experiment=anomaly_<variant>`` exactly as ``medjax-train``
 would, trains it in ``runs/anomaly_detection/<variant>_seed<k>/``, evaluates the
@@ -28,15 +29,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {"ae": "autoencoder", "denoising": "denoising AE", "vae": "VAE"}
 
 
-def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None) -> dict:
+def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None,
+            extra: list[str] = (), tag: str = "") -> dict:
     overrides = [f"experiment=anomaly_{variant}", f"seed={seed}", f"trainer.max_steps={steps}",
-                 f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}"]
+                 f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", *extra]
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name="train", overrides=overrides)
     task, model, tx, data, augment = build_run(cfg)
-    run_dir = os.path.join(runs, f"{variant}_seed{seed}")
+    run_dir = os.path.join(runs, f"{variant}{tag}_seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()
     loop.train(
@@ -56,12 +58,12 @@ def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None
     )
     if seed == 0:
         shutil.copy(os.path.join(run_dir, "figures", "test.png"),
-                    os.path.join(HERE, f"anomaly_maps_{variant}.png"))
+                    os.path.join(HERE, f"anomaly_maps_{variant}{tag}.png"))
         latents = os.path.join(run_dir, "latents")
         export_latents(model, state.variables(), data, "test", latents,
                        title=f"{VARIANTS[variant]}: test codes, PCA")
         shutil.copy(os.path.join(latents, "latents_pca.png"),
-                    os.path.join(HERE, f"latents_{variant}.png"))
+                    os.path.join(HERE, f"latents_{variant}{tag}.png"))
     print(f"{variant} seed {seed}: test AUROC {test['auroc']:.3f}, AUPRC {test['auprc']:.3f}, "
           f"PSNR {test['psnr']:.1f} dB ({seconds:.0f} s)", flush=True)
     return {"variant": variant, "seed": seed, "train_seconds": seconds,
@@ -117,14 +119,16 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--runs", default="runs/anomaly_detection")
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--override", nargs="*", default=[], help="more Hydra overrides")
+    parser.add_argument("--tag", default="", help="suffix of this study's output files")
     args = parser.parse_args()
     results = [
-        run_one(variant, seed, args.steps, args.runs, args.data_dir)
+        run_one(variant, seed, args.steps, args.runs, args.data_dir, args.override, args.tag)
         for variant in args.variants for seed in args.seeds
     ]
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+    with open(os.path.join(HERE, f"results{args.tag}.json"), "w") as f:
         json.dump(results, f, indent=2)
-    plot(results, os.path.join(HERE, "auroc.png"))
+    plot(results, os.path.join(HERE, f"auroc{args.tag}.png"))
     print(table(results))
 
 
