@@ -271,11 +271,24 @@ def hausdorff_distance_95(
         The distance in ``spacing`` units; NaN when both masks are empty, ``inf`` when
         exactly one is.
     """
-    to_truth, to_pred = surface_distances(predicted, truth, spacing)
+    return hausdorff_95_of_distances(*surface_distances(predicted, truth, spacing))
+
+
+def _empty_surface(to_truth: np.ndarray, to_pred: np.ndarray) -> float | None:
+    """NaN when both surfaces are empty, ``inf`` when exactly one is, else None."""
     if to_truth.size == 0 and to_pred.size == 0:
         return float("nan")
     if to_truth.size == 0 or to_pred.size == 0:
         return float("inf")
+    return None
+
+
+def hausdorff_95_of_distances(to_truth: np.ndarray, to_pred: np.ndarray) -> float:
+    """:func:`hausdorff_distance_95` of the two directed distance sets of
+    :func:`surface_distances` (so that one computation serves several metrics)."""
+    empty = _empty_surface(to_truth, to_pred)
+    if empty is not None:
+        return empty
     return float(max(np.percentile(to_truth, 95), np.percentile(to_pred, 95)))
 
 
@@ -300,11 +313,19 @@ def average_surface_distance(
         The distance in ``spacing`` units; NaN when both masks are empty, ``inf`` when
         exactly one is.
     """
-    to_truth, to_pred = surface_distances(predicted, truth, spacing)
-    if to_truth.size == 0 and to_pred.size == 0:
-        return float("nan")
-    if to_truth.size == 0 or to_pred.size == 0:
-        return float("inf")
+    return average_surface_distance_of_distances(
+        *surface_distances(predicted, truth, spacing), symmetric=symmetric
+    )
+
+
+def average_surface_distance_of_distances(
+    to_truth: np.ndarray, to_pred: np.ndarray, symmetric: bool = True
+) -> float:
+    """:func:`average_surface_distance` of the two directed distance sets of
+    :func:`surface_distances`."""
+    empty = _empty_surface(to_truth, to_pred)
+    if empty is not None:
+        return empty
     distances = np.concatenate([to_truth, to_pred]) if symmetric else to_truth
     return float(np.mean(distances))
 

@@ -19,6 +19,7 @@ import grain
 import jax
 import numpy as np
 
+from medjax.data import io
 from medjax.errors import ConfigError
 
 Example = dict[str, np.ndarray]
@@ -33,9 +34,7 @@ class CTWindow:
     width: float = 400.0
 
     def __call__(self, hu: np.ndarray) -> np.ndarray:
-        low = self.center - self.width / 2
-        scaled = (hu.astype(np.float32) - low) / self.width
-        return np.clip(scaled, 0.0, 1.0) * 2.0 - 1.0
+        return io.ct_window(hu, self.center, self.width)
 
 
 def phantom_example(

@@ -261,6 +261,7 @@ def _surface_metrics(predicted: np.ndarray, truth: np.ndarray, spacing):
         if not p.any():
             missed += 1
             continue
-        hd95.append(metrics.hausdorff_distance_95(p, t, spacing))
-        asd.append(metrics.average_surface_distance(p, t, spacing))
+        distances = metrics.surface_distances(p, t, spacing)  # once for both
+        hd95.append(metrics.hausdorff_95_of_distances(*distances))
+        asd.append(metrics.average_surface_distance_of_distances(*distances))
     return (_nanmean(hd95), _nanmean(asd)), missed, present
