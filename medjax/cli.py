@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any, Callable, NamedTuple
 
 import hydra
 import numpy as np
@@ -21,20 +22,114 @@ from medjax.config import ConfigError, build
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
 
-def build_run(cfg: DictConfig):
-    """Task, model, optimizer, data and augmentation of a composed config; bad
-    values raise ConfigError before anything is compiled."""
+class Run(NamedTuple):
+    """The plain objects of one composed config."""
+
+    task: Any
+    model: Any
+    tx: Any
+    data: Any
+    augment: Any
+    trainer: dict  # trainer options with epochs turned into steps
+    initialize: Callable | None  # loads pretrained weights into a fresh state
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """Task, model, optimizer, data, augmentation, trainer options and transfer
+    of a composed config; bad values raise ConfigError before anything is
+    compiled."""
     from medjax.train.loop import check_trainer_options
 
-    check_trainer_options(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    task = build(cfg.task, "task")
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    check_trainer_options(**trainer)
+    task_node = cfg.task
+    balanced = task_node.get("class_weights") == "balanced"
+    if balanced:
+        task_node = OmegaConf.merge(task_node, {"class_weights": None})
+    task = build(task_node, "task")
     model = build(cfg.model, "model")
-    tx = build(cfg.optim, "optim", total_steps=cfg.trainer.max_steps)
     data = build(cfg.data, "data")
     augment = build(cfg.augment, "augment") if cfg.get("augment") else None
     if getattr(task, "spacing", False) is None and data.spacing is not None:
         task = dataclasses.replace(task, spacing=data.spacing)  # spacing: null
-    return task, model, tx, data, augment
+    if balanced:
+        from medjax.tasks.classification import balanced_class_weights
+
+        counts = data.class_counts(data.train_split, task.label_key, task.num_classes)
+        task = dataclasses.replace(task, class_weights=balanced_class_weights(counts))
+    trainer = steps_from_epochs(trainer, data)
+    tx = build(cfg.optim, "optim", total_steps=trainer["max_steps"])
+    model, tx, initialize = _transfer(cfg.get("transfer"), model, tx)
+    return Run(task, model, tx, data, augment, trainer, initialize)
+
+
+def steps_from_epochs(trainer: dict, data) -> dict:
+    """``trainer`` with ``max_epochs`` and ``eval_every_epochs`` (when set)
+    turned into ``max_steps``, ``eval_every`` and ``checkpoint_every`` for
+    ``data``'s training split and batch size."""
+    trainer = dict(trainer)
+    epochs, eval_epochs = trainer.get("max_epochs"), trainer.get("eval_every_epochs")
+    if epochs is None and eval_epochs is None:
+        return trainer
+    from medjax.data.pipeline import steps_per_epoch
+
+    for name, value in (("max_epochs", epochs), ("eval_every_epochs", eval_epochs)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ConfigError(f"trainer.{name}: expected a positive integer or null, "
+                              f"got {value!r}")
+    per_epoch = steps_per_epoch(len(data.source(data.train_split)), data.batch_size)
+    if epochs is not None:
+        trainer["max_steps"] = epochs * per_epoch
+    if eval_epochs is not None:
+        trainer["eval_every"] = trainer["checkpoint_every"] = eval_epochs * per_epoch
+    return trainer
+
+
+def _transfer(node, model, tx):
+    """Applies ``transfer`` options: the optimizer masks frozen parameters and
+    scales the backbone's learning rate, the model freezes their BatchNorm
+    statistics, and ``initialize`` loads the checkpoint into a fresh state."""
+    if node is None:
+        return model, tx, None
+    from medjax.train import transfer
+
+    options = OmegaConf.to_container(node, resolve=True)
+    mode, checkpoint = options.get("mode", "scratch"), options.get("checkpoint")
+    trainable = options.get("trainable_stages")
+    factor = float(options.get("backbone_lr_factor", 1.0))
+    transfer.check_mode(mode, trainable)
+    if mode == "scratch":
+        return model, tx, None
+    if not checkpoint:
+        raise ConfigError(
+            f"transfer.mode={mode}: needs transfer.checkpoint (a run directory or one "
+            "of its checkpoints/<step> directories)"
+        )
+    num_stages = len(getattr(model, "widths", ()) or ())
+    frozen = transfer.frozen_stages_for(mode, num_stages, trainable)
+    if frozen:
+        if not hasattr(model, "frozen_stages"):
+            raise ConfigError(
+                f"transfer.mode={mode}: model {type(model).__name__} cannot freeze its "
+                "normalisation statistics (no frozen_stages field)"
+            )
+        model = model.clone(frozen_stages=frozen)
+    tx = transfer.transfer_optimizer(tx, mode, trainable, factor)
+    subtrees = options.get("subtrees")
+
+    def initialize(state):
+        variables, report = transfer.load_pretrained(
+            state.variables(), checkpoint, subtrees
+        )
+        print("medjax: transfer from " + str(checkpoint) + "\n  "
+              + "\n  ".join(report.summary().splitlines()))
+        initialize.report = report.to_dict()
+        return state.replace(
+            params=variables["params"], batch_stats=variables.get("batch_stats", {})
+        )
+
+    return model, tx, initialize
 
 
 def _quiet_libraries() -> None:
@@ -55,18 +150,23 @@ def _train(cfg: DictConfig) -> float | None:
     run_dir = HydraConfig.get().runtime.output_dir
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
-        task, model, tx, data, augment = build_run(cfg)
+        run = build_run(cfg)
     except ConfigError as error:
         _fail("medjax-train", error)
+    resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
-        resolved["trainer"]["best_metric"] = getattr(task, "primary_metric", None)
+        resolved["trainer"]["best_metric"] = getattr(run.task, "primary_metric", None)
     os.makedirs(run_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
     trainer = dict(resolved["trainer"])
+    initialize = run.initialize
+    if initialize is not None:
+        initialize = _reporting_transfer(initialize, run_dir)
     try:
         summary = train(
-            task=task, model=model, tx=tx, data=data, augment=augment,
-            run_dir=run_dir, seed=cfg.seed, config=resolved, **trainer,
+            task=run.task, model=run.model, tx=run.tx, data=run.data,
+            augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
+            initialize=initialize, **trainer,
         )
     except ConfigError as error:  # raised by the loop's checks, before compiling
         _fail("medjax-train", error)
@@ -77,6 +177,19 @@ def _train(cfg: DictConfig) -> float | None:
     best = summary.get("best") or {}
     best_metric = trainer["best_metric"]
     return best.get(best_metric) if best_metric else None
+
+
+def _reporting_transfer(initialize, run_dir: str):
+    """``initialize`` that also writes its load report to ``transfer.json``."""
+
+    def load(state):
+        state = initialize(state)
+        with open(os.path.join(run_dir, "transfer.json"), "w") as f:
+            json.dump(initialize.report, f, indent=2)
+            f.write("\n")
+        return state
+
+    return load
 
 
 def _run_config(program: str, run_dir: str) -> DictConfig:
@@ -99,7 +212,7 @@ def _eval(cfg: DictConfig) -> None:
     if cfg.get("data_dir"):
         train_cfg.data.data_dir = cfg.data_dir
     try:
-        task, model, tx, data, _ = build_run(train_cfg)
+        task, model, tx, data, *_ = build_run(train_cfg)
         result = evaluate_checkpoint(
             task=task, model=model, tx=tx, data=data, run_dir=run_dir,
             split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
@@ -154,7 +267,7 @@ def _predict(cfg: DictConfig) -> None:
     run_dir = cfg.run_dir
     train_cfg = _run_config("medjax-predict", run_dir)
     try:
-        task, model, tx, data, _ = build_run(train_cfg)
+        task, model, tx, data, *_ = build_run(train_cfg)
         if not hasattr(task, "predict"):
             raise ConfigError(f"run_dir={run_dir}: a {type(task).__name__} run; medjax-predict needs a segmentation run")
         volume = io.load_image(cfg.input)

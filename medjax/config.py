@@ -12,6 +12,36 @@ from medjax.errors import ConfigError
 ALLOWED_TARGET_PREFIXES = ("medjax.", "optax.")
 
 
+
+def _medmnist(field: str, flag: str) -> Any:
+    """``${medmnist:num_classes,${data.flag}}``: a fact of the MedMNIST table
+    (num_classes, class_names, spatial_dims, num_channels, multi_label)."""
+    from medjax.data import medmnist  # TFDS: only when a config asks
+
+    facts = {
+        "num_classes": medmnist.num_classes,
+        "class_names": lambda f: list(medmnist.class_names(f)),
+        "spatial_dims": medmnist.spatial_dims,
+        "num_channels": medmnist.num_channels,
+        "multi_label": medmnist.is_multi_label,
+    }
+    if field not in facts:
+        raise ConfigError(f"${{medmnist:{field},...}}: expected one of {sorted(facts)}")
+    try:
+        return facts[field](flag)
+    except ConfigError:
+        raise
+    except (KeyError, ValueError) as error:
+        raise ConfigError(f"data.flag={flag!r}: {error}") from None
+
+
+# ``${len:${task.views}}``: a multistream model has one stream per view.
+if not OmegaConf.has_resolver("len"):
+    OmegaConf.register_new_resolver("len", lambda items: len(items))
+if not OmegaConf.has_resolver("medmnist"):
+    OmegaConf.register_new_resolver("medmnist", _medmnist)
+
+
 def _check_targets(node: Any, path: str) -> None:
     if isinstance(node, dict):
         target = node.get("_target_")

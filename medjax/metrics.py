@@ -72,6 +72,24 @@ def sensitivity_specificity(
     return float(sensitivity), float(specificity)
 
 
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in ``labels [N]`` of their recall (the
+    fraction of the class predicted as itself), scikit-learn's
+    ``balanced_accuracy_score``: chance level is ``1 / K`` whatever the class
+    frequencies."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    recalls = [np.mean(predicted[labels == k] == k) for k in np.unique(labels)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def multilabel_auroc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over labels of the AUROC of ``scores [N, L]`` for binary
+    ``targets [N, L]`` (MedMNIST's AUC for multi-label tasks); labels with one
+    class only are left out."""
+    per_label = [auroc(scores[:, k], targets[:, k]) for k in range(scores.shape[1])]
+    return float(np.nanmean(per_label)) if not np.all(np.isnan(per_label)) else np.nan
+
+
 # --------------------------------------------------------------------------------------
 # Segmentation overlap, device side.
 # --------------------------------------------------------------------------------------

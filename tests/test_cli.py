@@ -45,7 +45,9 @@ def run_dir(data_dir, tmp_path_factory):
 
 
 def test_run_directory_contents(run_dir):
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "figures/curves.png"):
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "figures/curves.png",
+                 "figures/validation_step_000006_confusion.png",
+                 "figures/validation_step_000006_roc.png"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(run_dir, "tensorboard")))
     steps = sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.isdigit())
@@ -59,7 +61,8 @@ def test_run_directory_contents(run_dir):
     validation = [r for r in log if r["split"] == "validation"]
     assert [r["step"] for r in validation] == [2, 4, 6]
     for record in validation:
-        assert {"loss", "accuracy", "auroc", "sensitivity", "specificity"} <= set(record)
+        assert {"loss", "accuracy", "auroc", "sensitivity", "specificity",
+                "balanced_accuracy"} <= set(record)
         assert record["num_examples"] == 20
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
@@ -139,3 +142,38 @@ def test_a_signal_saves_the_current_step_and_the_run_resumes(data_dir, tmp_path)
     assert f"resuming at step {stopped}" in resumed.stdout + resumed.stderr
     steps = [r["step"] for r in records(run_dir) if r["split"] == "train"]
     assert steps == list(range(1, stopped + 3))
+
+
+def _saved_arrays(run_dir, step):
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(run_dir, "checkpoints", str(step), "state")
+    return ocp.PyTreeCheckpointer().restore(path)
+
+
+def test_feature_extractor_transfer_keeps_the_backbone(run_dir, data_dir, tmp_path):
+    import jax
+    import numpy as np
+
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        source_step = json.load(f)["best_checkpoint_step"]
+    target = tmp_path / "transfer"
+    result = medjax(
+        "medjax-train", *TINY, "transfer.mode=feature_extractor",
+        f"transfer.checkpoint='{run_dir}'", f"hydra.run.dir={target}",
+        data_dir=data_dir, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "medjax: transfer from" in result.stdout
+    with open(target / "transfer.json") as f:
+        report = json.load(f)
+    assert report["step"] == source_step and not report["mismatched"]
+    assert any(p.startswith("params/backbone/") for p in report["loaded"])
+    assert all(p.startswith("params/head/") for p in report["untouched"])
+    source, trained = _saved_arrays(run_dir, source_step), _saved_arrays(target, 4)
+    for collection in ("params", "batch_stats"):
+        same = jax.tree.map(np.array_equal, source[collection]["backbone"],
+                            trained[collection]["backbone"])
+        assert all(jax.tree.leaves(same)), collection  # frozen: bit-identical
+    assert not np.array_equal(source["params"]["head"]["kernel"],
+                              trained["params"]["head"]["kernel"])

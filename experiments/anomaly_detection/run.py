@@ -37,7 +37,7 @@ def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None
         overrides.append(f"data.data_dir={data_dir}")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name="train", overrides=overrides)
-    task, model, tx, data, augment = build_run(cfg)
+    task, model, tx, data, augment, *_ = build_run(cfg)
     run_dir = os.path.join(runs, f"{variant}{tag}_seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
     start = time.perf_counter()

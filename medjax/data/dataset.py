@@ -9,6 +9,7 @@ import numpy as np
 from medjax.data import builders, pipeline
 from medjax.errors import ConfigError
 
+SAMPLINGS = ("uniform", "class_balanced")
 PHANTOM_FIELD_OF_VIEW_MM = 400.0
 PHANTOM_VOLUME_LENGTH_MM = 280.0  # torso_volume spans 0.7 of the [-1, 1] z range
 
@@ -28,6 +29,9 @@ class Dataset:
             distances.
         normalize: maps raw intensities (HU for CT) to model inputs; used by
             ``medjax-predict`` on new images (None: identity).
+        sampling: ``uniform`` (each epoch a permutation) or ``class_balanced``
+            (each epoch draws examples with replacement, every class equally
+            likely; the class is the task's label field).
     """
 
     sources: dict[str, Any]
@@ -39,8 +43,13 @@ class Dataset:
     num_threads: int = 2
     spacing: tuple[float, ...] | None = None
     normalize: Callable[[Any], Any] | None = None
+    sampling: str = "uniform"
 
     def __post_init__(self):
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(
+                f"data.sampling: expected one of {SAMPLINGS}, got {self.sampling!r}"
+            )
         for option in ("train_split", "eval_split"):
             split = getattr(self, option)
             if split not in self.sources:
@@ -52,6 +61,35 @@ class Dataset:
         if split not in self.sources:
             raise ConfigError(f"split={split!r}: expected one of {sorted(self.sources)}")
         return self.sources[split]
+
+    def labels(self, split: str, key: str) -> np.ndarray:
+        """The integer ``key`` field of every example of ``split`` ``[N]`` (a
+        source with a ``labels()`` method answers without reading images)."""
+        source = self.source(split)
+        if hasattr(source, "labels"):
+            return np.asarray(source.labels())
+        return np.asarray([np.asarray(source[i][key]) for i in range(len(source))])
+
+    def class_counts(self, split: str, key: str, num_classes: int) -> np.ndarray:
+        """Examples of each class ``[num_classes]`` in ``split``."""
+        labels = self.labels(split, key)
+        if labels.ndim > 1:  # multi-label 0/1 targets: positives of each label
+            return (labels > 0).sum(0)
+        return np.bincount(labels, minlength=num_classes)
+
+    def sample_weights(self, key: str) -> np.ndarray | None:
+        """Per-example sampling weights of the training split ``[N]``: None for
+        uniform sampling; ``1 / n_class`` for class-balanced sampling."""
+        if self.sampling == "uniform":
+            return None
+        labels = self.labels(self.train_split, key)
+        if labels.ndim > 1:
+            raise ConfigError(
+                "data.sampling=class_balanced: needs one integer class per example, "
+                f"got labels of shape {labels.shape[1:]} per example (multi-label)"
+            )
+        counts = np.bincount(labels)
+        return 1.0 / counts[labels]
 
 
 def phantoms(
@@ -66,6 +104,7 @@ def phantoms(
     window_width: float = 400.0,
     num_frames: int = builders.DEFAULT_NUM_FRAMES,
     num_threads: int = 2,
+    sampling: str = "uniform",
 ) -> Dataset:
     """The built-in ``medjax_phantoms`` data (built on first use into ``data_dir``):
     CT windowed from HU to [-1, 1], MR intensities scaled by 1/1000.
@@ -92,7 +131,43 @@ def phantoms(
         num_threads=num_threads,
         spacing=spacing,
         normalize=window if kind != "cine2d" else None,
+        sampling=sampling,
     )
+
+
+def phantom_lesions(
+    kind: str = "torso2d",
+    image_size: int = 128,
+    split_sizes: dict[str, int] | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    batch_size: int = 64,
+    eval_batch_size: int = 128,
+    window_center: float = 40.0,
+    window_width: float = 400.0,
+    num_threads: int = 2,
+    sampling: str = "uniform",
+) -> Dataset:
+    """One example per lesion of the torso phantoms (``medjax.data.lesions``):
+    the exam's image with ``lesion_center``, ``lesion_label`` (liver hypodense,
+    liver hyperdense, lung nodule) and ``lesion_radius``. Arguments as
+    :func:`phantoms`."""
+    if kind not in ("torso2d", "torso3d"):
+        raise ValueError(f"data.kind: expected 'torso2d' or 'torso3d', got {kind!r}")
+    exams = phantoms(
+        kind, image_size, split_sizes, seed, data_dir, batch_size, eval_batch_size,
+        window_center, window_width, num_threads=num_threads, sampling=sampling,
+    )
+
+    def build():
+        from medjax.data.lesions import LesionSource
+
+        return {
+            split: LesionSource(exams.sources[split], f"{kind} {split} lesions")
+            for split in exams.sources
+        }
+
+    return dataclasses.replace(exams, sources=builders.LazySources(exams.sources, build))
 
 
 def _float_image(record: pipeline.Example) -> pipeline.Example:

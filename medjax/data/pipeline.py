@@ -110,15 +110,31 @@ def train_batches(
     convert: Callable[[Example], Example],
     keys: Sequence[str],
     num_threads: int = 2,
+    sample_weights: np.ndarray | None = None,
 ) -> Iterator[Example]:
     """This process's part of the global training batches of steps ``start_step``
-    to ``num_steps - 1``; each has ``valid`` all True."""
+    to ``num_steps - 1``; each has ``valid`` all True.
+
+    With ``sample_weights [N]`` each epoch's order is ``N`` draws with
+    replacement, example ``i`` drawn with probability proportional to its weight
+    (class-balanced sampling), still a function of ``(seed, epoch)``."""
     per_epoch = steps_per_epoch(len(source), batch_size)
     mine = _process_slice(batch_size)
+    if sample_weights is not None:
+        sample_weights = np.asarray(sample_weights, np.float64)
+        if sample_weights.shape != (len(source),) or not np.all(sample_weights >= 0):
+            raise ValueError(
+                f"sample_weights: expected {len(source)} non-negative weights, got "
+                f"shape {sample_weights.shape}"
+            )
+        probabilities = sample_weights / sample_weights.sum()
 
     @functools.lru_cache(maxsize=2)
     def permutation(epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(len(source))
+        rng = np.random.default_rng([seed, epoch])
+        if sample_weights is None:
+            return rng.permutation(len(source))
+        return rng.choice(len(source), len(source), replace=True, p=probabilities)
 
     def batch(step: int) -> Example:
         epoch, position = divmod(step, per_epoch)

@@ -1,8 +1,20 @@
-"""Convolutional classifier for 2D images and 3D volumes.
+"""Convolutional classifiers for 2D images and 3D volumes: plain CNNs and ResNets.
 
-A stem convolution, then stages of conv-norm-ReLU blocks (plain or residual, as in
+A stem, then stages of conv-norm-ReLU blocks (plain, or residual basic blocks as in
 He et al. 2016); every stage after the first halves the resolution with a strided
-first block. Global average pooling, dropout and a dense head give the logits.
+first block. Global average pooling gives the features; dropout and a dense head
+give the logits.
+
+Parameter names are part of the interface (transfer learning matches them by
+path): the feature extractor is the subtree ``backbone`` (``stem_conv``,
+``stem_norm``, then ``stage{i}_block{j}``) and the classifier is ``head``.
+
+Stems: ``small`` is one 3x3 convolution at full resolution (CIFAR-style, as
+MedMNIST v2 uses for 28-pixel images); ``imagenet`` is the original 7x7 stride-2
+convolution and 3x3 stride-2 max pooling (for 224-pixel images and volumes).
+``frozen_stages`` runs the normalisation of the stem and of the first stages in
+inference mode, so their batch statistics stay fixed while the rest trains
+(transfer learning's ``feature_extractor`` and partial ``finetune``).
 """
 
 from functools import partial
@@ -11,12 +23,14 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+STEMS = ("small", "imagenet")
 
-def _norm(kind: str, train: bool, momentum: float = 0.99) -> nn.Module:
+
+def _norm(kind: str, train: bool, momentum: float = 0.99, name: str | None = None):
     if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=momentum)
+        return nn.BatchNorm(use_running_average=not train, momentum=momentum, name=name)
     if kind == "group":
-        return nn.GroupNorm(num_groups=None, group_size=4)
+        return nn.GroupNorm(num_groups=None, group_size=4, name=name)
     if kind == "none":
         return lambda x: x
     raise ValueError(f"model.norm: expected 'batch', 'group' or 'none', got {kind!r}")
@@ -50,28 +64,96 @@ class ConvBlock(nn.Module):
         return nn.relu(y)
 
 
+def stage_counts(blocks_per_stage: int | Sequence[int], num_stages: int) -> tuple[int, ...]:
+    """Blocks of each stage: one count for all stages, or one per stage."""
+    if isinstance(blocks_per_stage, int):
+        return (blocks_per_stage,) * num_stages
+    counts = tuple(int(n) for n in blocks_per_stage)
+    if len(counts) != num_stages:
+        raise ValueError(
+            f"model.blocks_per_stage: expected {num_stages} counts (one per width), "
+            f"got {list(counts)}"
+        )
+    return counts
+
+
+class ConvBackbone(nn.Module):
+    """Stem and stages, pooled to features ``[B, widths[-1]]``.
+
+    Attributes: see :class:`CNNClassifier`.
+    """
+
+    widths: Sequence[int] = (16, 32, 64, 128)
+    blocks_per_stage: int | Sequence[int] = 1
+    residual: bool = False
+    spatial_dims: int = 2
+    norm: str = "batch"
+    norm_momentum: float = 0.99
+    stem: str = "small"
+    frozen_stages: int = 0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        if self.stem not in STEMS:
+            raise ValueError(f"model.stem: expected one of {STEMS}, got {self.stem!r}")
+        if not 0 <= self.frozen_stages <= len(self.widths):
+            raise ValueError(
+                f"model.frozen_stages: expected 0..{len(self.widths)}, "
+                f"got {self.frozen_stages}"
+            )
+        counts = stage_counts(self.blocks_per_stage, len(self.widths))
+        dims = self.spatial_dims
+        stem_train = train and self.frozen_stages == 0
+        if self.stem == "small":
+            x = nn.Conv(self.widths[0], (3,) * dims, use_bias=False, name="stem_conv")(x)
+        else:
+            x = nn.Conv(
+                self.widths[0], (7,) * dims, (2,) * dims, padding=[(3, 3)] * dims,
+                use_bias=False, name="stem_conv",
+            )(x)
+        x = nn.relu(_norm(self.norm, stem_train, self.norm_momentum, name="stem_norm")(x))
+        if self.stem == "imagenet":
+            x = nn.max_pool(x, (3,) * dims, (2,) * dims, padding=[(1, 1)] * dims)
+        for stage, (width, count) in enumerate(zip(self.widths, counts)):
+            stage_train = train and stage >= self.frozen_stages
+            for block in range(count):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = ConvBlock(
+                    width, dims, stride, self.residual, self.norm, self.norm_momentum,
+                    name=f"stage{stage}_block{block}",
+                )(x, train=stage_train)
+        return jnp.mean(x, axis=tuple(range(1, 1 + dims)))
+
+
 class CNNClassifier(nn.Module):
     """Image or volume classifier.
 
     Attributes:
         num_classes: number of output logits.
-        widths: channels of each stage; stage ``i > 0`` runs at 1/2**i resolution.
-        blocks_per_stage: ConvBlocks per stage.
+        widths: channels of each stage; stage ``i > 0`` runs at 1/2**i of the
+            stem's resolution.
+        blocks_per_stage: ConvBlocks per stage: one count, or one per stage
+            (ResNet-34: ``(3, 4, 6, 3)``).
         residual: residual (ResNet basic) blocks instead of plain ones.
         spatial_dims: 2 for images ``[B, H, W, C]``, 3 for volumes ``[B, H, W, D, C]``.
         norm: 'batch', 'group' or 'none'.
         norm_momentum: BatchNorm running-average momentum (Flax's default 0.99
             averages over about 100 steps, steadying evaluation).
+        stem: 'small' (3x3, full resolution) or 'imagenet' (7x7/2 and max pool).
+        frozen_stages: the stem and this many first stages normalise with their
+            running statistics even in training (their BatchNorm is frozen).
         dropout_rate: dropout before the dense head.
     """
 
     num_classes: int
     widths: Sequence[int] = (16, 32, 64, 128)
-    blocks_per_stage: int = 1
+    blocks_per_stage: int | Sequence[int] = 1
     residual: bool = False
     spatial_dims: int = 2
     norm: str = "batch"
     norm_momentum: float = 0.99
+    stem: str = "small"
+    frozen_stages: int = 0
     dropout_rate: float = 0.0
 
     @nn.compact
@@ -83,27 +165,32 @@ class CNNClassifier(nn.Module):
                 f"rank {self.spatial_dims + 2} (batch, spatial..., channels), "
                 f"got shape {x.shape}"
             )
-        kernel = (3,) * self.spatial_dims
-        x = nn.Conv(self.widths[0], kernel, use_bias=False)(x)
-        x = nn.relu(_norm(self.norm, train, self.norm_momentum)(x))
-        for stage, width in enumerate(self.widths):
-            for block in range(self.blocks_per_stage):
-                stride = 2 if stage > 0 and block == 0 else 1
-                x = ConvBlock(
-                    width, self.spatial_dims, stride, self.residual, self.norm,
-                    self.norm_momentum,
-                )(x, train=train)
-        x = jnp.mean(x, axis=tuple(range(1, 1 + self.spatial_dims)))
+        x = ConvBackbone(
+            tuple(self.widths), self.blocks_per_stage, self.residual, self.spatial_dims,
+            self.norm, self.norm_momentum, self.stem, self.frozen_stages,
+            name="backbone",
+        )(x, train=train)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, name="head")(x)
 
 
+RESNET_WIDTHS = (64, 128, 256, 512)
 cnn_tiny = partial(CNNClassifier, widths=(4, 8), blocks_per_stage=1)
 cnn_small = partial(CNNClassifier, widths=(16, 32, 64, 128), dropout_rate=0.1)
+resnet_tiny = partial(
+    CNNClassifier, widths=(4, 8, 8), blocks_per_stage=(1, 2, 1), residual=True
+)
 resnet_small = partial(
     CNNClassifier, widths=(32, 64, 128, 256), blocks_per_stage=2, residual=True,
     dropout_rate=0.1,
 )
+# He et al. 2016 (and Hara et al. 2018 in 3D): basic blocks, ResNet widths.
+resnet10 = partial(
+    CNNClassifier, widths=RESNET_WIDTHS, blocks_per_stage=(1, 1, 1, 1), residual=True
+)
 resnet18 = partial(
-    CNNClassifier, widths=(64, 128, 256, 512), blocks_per_stage=2, residual=True
+    CNNClassifier, widths=RESNET_WIDTHS, blocks_per_stage=(2, 2, 2, 2), residual=True
+)
+resnet34 = partial(
+    CNNClassifier, widths=RESNET_WIDTHS, blocks_per_stage=(3, 4, 6, 3), residual=True
 )

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -144,10 +144,15 @@ def train(
     config: dict[str, Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
+    initialize: Callable[[TrainState], TrainState] | None = None,
+    **_: Any,
 ) -> dict[str, Any]:
     """Trains until ``max_steps``, resuming from the latest checkpoint in
     ``run_dir/checkpoints`` if there is one. ``augment`` (a
     ``medjax.augment.Augmentation``) augments training batches on device.
+    ``initialize`` changes a fresh state before step 1 (e.g. loads pretrained
+    weights; a resumed run restores its own checkpoint instead). Other keyword
+    arguments (trainer options read elsewhere, e.g. ``max_epochs``) are ignored.
     Returns the summary also written to ``summary.json``."""
     check_trainer_options(
         max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode
@@ -169,6 +174,8 @@ def train(
     start = checkpoints.latest_step() or 0
     if start:
         state = checkpoints.restore(state, start)
+    elif initialize is not None:
+        state = jax.device_put(initialize(state), sharding.replicated(mesh))
     log = reporting.MetricsLog(run_dir, resume_step=start)
     config = config or {}
     is_main = jax.process_index() == 0
@@ -184,6 +191,9 @@ def train(
         train_source, batch_size=data.batch_size, seed=seed, start_step=start,
         num_steps=max_steps, convert=data.convert, keys=task.batch_keys,
         num_threads=data.num_threads,
+        sample_weights=(
+            None if data.sampling == "uniform" else data.sample_weights(task.label_key)
+        ),
     )
     bar = tqdm(
         total=max_steps, initial=start, desc="train", unit="step",

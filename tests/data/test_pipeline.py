@@ -66,3 +66,40 @@ def test_batch_larger_than_the_split_is_an_error():
 def test_ct_window_maps_hu_to_unit_range():
     window = pipeline.CTWindow(center=40, width=400)
     np.testing.assert_allclose(window(np.array([-1000, -160, 40, 240, 3000])), [-1, -1, 0, 1, 1])
+
+
+def test_class_balanced_sampling_draws_classes_equally_and_resumes():
+    from medjax.data.dataset import Dataset
+
+    labels = np.array([0] * 90 + [1] * 9 + [2] * 1)
+
+    class LabelledSource(NumberedSource):
+        def labels(self):
+            return labels
+
+    data = Dataset(sources={"train": LabelledSource(100), "validation": NumberedSource(3)},
+                   convert=identity, batch_size=10, eval_batch_size=2,
+                   sampling="class_balanced")
+    weights = data.sample_weights("label")
+    np.testing.assert_allclose(weights[[0, 90, 99]], [1 / 90, 1 / 9, 1.0])
+    kwargs = dict(batch_size=10, seed=3, num_steps=300, convert=identity, keys=("index",),
+                  sample_weights=weights)
+    drawn = np.concatenate([b["index"] for b in collect(
+        pipeline.train_batches(LabelledSource(100), start_step=0, **kwargs))])
+    shares = np.bincount(labels[drawn], minlength=3) / len(drawn)
+    # 3000 draws, each class 1/3: the binomial standard deviation is 0.009
+    np.testing.assert_allclose(shares, [1 / 3] * 3, atol=0.04)
+    tail = collect(pipeline.train_batches(LabelledSource(100), start_step=295, **kwargs))
+    np.testing.assert_array_equal(np.concatenate([b["index"] for b in tail]), drawn[2950:])
+    uniform = Dataset(sources={"train": LabelledSource(100), "validation": NumberedSource(3)},
+                      convert=identity, batch_size=10, eval_batch_size=2)
+    assert uniform.sample_weights("label") is None
+    np.testing.assert_array_equal(uniform.class_counts("train", "label", 4), [90, 9, 1, 0])
+
+
+def test_unknown_sampling_is_an_error():
+    from medjax.data.dataset import Dataset
+
+    with pytest.raises(ValueError, match="data.sampling"):
+        Dataset(sources={"train": NumberedSource(3), "validation": NumberedSource(3)},
+                convert=identity, batch_size=1, eval_batch_size=1, sampling="oversample")

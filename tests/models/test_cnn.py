@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from medjax.models import cnn
 from medjax.models.cnn import CNNClassifier, cnn_tiny, resnet_small
 from medjax.models.mlp import MLP, mlp_tiny
 
@@ -39,10 +40,12 @@ def test_batchnorm_statistics_update_only_in_training():
 
 def test_residual_preset_has_projection_shortcuts():
     model = resnet_small(num_classes=2)
-    variables = model.init(jax.random.key(0), jnp.ones((1, 32, 32, 1)), train=False)
-    block = variables["params"]["ConvBlock_2"]  # first block of stage 2: stride 2
+    x = jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    backbone = variables["params"]["backbone"]
+    block = backbone["stage1_block0"]  # first block of stage 1: stride 2
     assert block["Conv_2"]["kernel"].shape == (1, 1, 32, 64)
-    assert "Conv_2" not in variables["params"]["ConvBlock_1"]  # same shape: identity
+    assert "Conv_2" not in backbone["stage0_block1"]  # same shape: identity
 
 
 def test_mlp_is_linear_regression_without_hidden_layers():
@@ -61,3 +64,60 @@ def test_mlp_dropout_only_in_training():
     b = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(model.apply(variables, x, train=False), model.apply(variables, x, train=False))
+
+
+PRESETS = ["cnn_tiny", "cnn_small", "resnet_tiny", "resnet_small", "resnet10", "resnet18", "resnet34"]
+
+
+@pytest.mark.parametrize("stem", ["small", "imagenet"])
+@pytest.mark.parametrize("spatial_dims, shape", [(2, (3, 37, 29, 2)), (3, (2, 19, 23, 17, 1))])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_gives_logits_for_odd_sizes(preset, spatial_dims, shape, stem):
+    # Shapes only (jax.eval_shape): no compute, so the full ResNets stay cheap.
+    model = getattr(cnn, preset)(num_classes=5, spatial_dims=spatial_dims, stem=stem)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    assert out.shape == (shape[0], 5)
+    assert set(variables["params"]) == {"backbone", "head"}
+
+
+@pytest.mark.parametrize("preset, expected", [("resnet18", 11_689_512), ("resnet34", 21_797_672)])
+def test_resnet_parameter_counts_equal_torchvision(preset, expected):
+    # torchvision.models.resnet18/34 (ImageNet: 3 channels, 1000 classes) have
+    # exactly these many parameters; BatchNorm scale and bias count, running
+    # statistics do not.
+    model = getattr(cnn, preset)(num_classes=1000, stem="imagenet")
+    x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+    assert sum(v.size for v in jax.tree.leaves(variables["params"])) == expected
+
+
+def test_resnet_blocks_per_stage():
+    x = jax.ShapeDtypeStruct((1, 32, 32, 1), jnp.float32)
+    variables = jax.eval_shape(
+        lambda x: cnn.resnet34(num_classes=2).init(jax.random.key(0), x, train=False), x)
+    blocks = [k for k in variables["params"]["backbone"] if k.startswith("stage")]
+    counts = [sum(k.startswith(f"stage{i}_") for k in blocks) for i in range(4)]
+    assert counts == [3, 4, 6, 3]
+    with pytest.raises(ValueError, match="blocks_per_stage"):
+        CNNClassifier(num_classes=2, widths=(4, 8), blocks_per_stage=(1, 1, 1)).init(
+            jax.random.key(0), jnp.ones((1, 8, 8, 1)), train=False)
+
+
+def test_frozen_stages_keep_their_batch_statistics():
+    model = cnn.resnet_tiny(num_classes=2, frozen_stages=2)
+    x = jax.random.normal(jax.random.key(1), (4, 16, 16, 1)) * 3 + 2
+    variables = model.init(jax.random.key(0), x, train=False)
+    out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+    before, after = variables["batch_stats"]["backbone"], updates["batch_stats"]["backbone"]
+    for name in before:
+        same = all(jax.tree.leaves(jax.tree.map(np.array_equal, before[name], after[name])))
+        frozen = name.startswith(("stem", "stage0", "stage1"))
+        assert same == frozen, name
+    # frozen layers normalise with running statistics, as in evaluation: with all
+    # stages frozen, training-mode outputs equal evaluation outputs.
+    everything = cnn.resnet_tiny(num_classes=2, frozen_stages=3)
+    np.testing.assert_allclose(
+        everything.apply(variables, x, train=True, mutable=["batch_stats"])[0],
+        everything.apply(variables, x, train=False), rtol=1e-5, atol=1e-6)
