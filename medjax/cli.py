@@ -148,11 +148,11 @@ def _train(cfg: DictConfig) -> float | None:
 
     _quiet_libraries()
     run_dir = HydraConfig.get().runtime.output_dir
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
         run = build_run(cfg)
     except ConfigError as error:
         _fail("medjax-train", error)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = getattr(run.task, "primary_metric", None)

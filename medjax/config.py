@@ -6,6 +6,7 @@ from typing import Any
 import hydra.errors
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from medjax.errors import ConfigError
 
@@ -70,7 +71,13 @@ def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
             by the target (bad value, unknown or missing argument), re-raised with
             the option's name.
     """
-    container = OmegaConf.to_container(node, resolve=True)
+    try:
+        container = OmegaConf.to_container(node, resolve=True)
+    except InterpolationResolutionError as error:
+        # e.g. ${medmnist:num_classes,${data.flag}} with an unknown flag
+        cause = error.__cause__
+        message = str(cause) if isinstance(cause, ConfigError) else str(error)
+        raise ConfigError(message.splitlines()[0]) from None
     if not isinstance(container, dict) or "_target_" not in container:
         raise ConfigError(f"{path}: expected a config group with a _target_")
     _check_targets(container, path)

@@ -177,3 +177,49 @@ def test_feature_extractor_transfer_keeps_the_backbone(run_dir, data_dir, tmp_pa
         assert all(jax.tree.leaves(same)), collection  # frozen: bit-identical
     assert not np.array_equal(source["params"]["head"]["kernel"],
                               trained["params"]["head"]["kernel"])
+
+
+def test_medmnist_experiment_trains_by_epochs_and_evaluates(data_dir, tmp_path):
+    import numpy as np
+
+    from tests.data.test_medmnist import write_medmnist_npz
+
+    counts = {"train": 16, "val": 8, "test": 12}
+    arrays = write_medmnist_npz(tmp_path / "npz", "pneumoniamnist", counts=counts)
+    run_dir = tmp_path / "run"
+    common = [f"data.manual_dir={tmp_path / 'npz'}", f"data.data_dir={tmp_path / 'tfds'}"]
+    result = medjax(
+        "medjax-train", "experiment=medmnist_resnet18", "data.flag=pneumoniamnist",
+        "model=resnet_tiny", "data.batch_size=8", "data.eval_batch_size=4",
+        "trainer.max_epochs=3", *common, f"hydra.run.dir={run_dir}",
+        data_dir=data_dir, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = records(run_dir)
+    # 16 training images in batches of 8: 2 steps an epoch, validated every epoch
+    assert [r["step"] for r in log if r["split"] == "validation"] == [2, 4, 6]
+    with open(run_dir / "config.yaml") as f:
+        config = f.read()
+    assert "num_classes: 2" in config and "max_steps: 6" in config
+    evaluation = medjax("medjax-eval", f"run_dir={run_dir}", "split=test",
+                        data_dir=data_dir, cwd=tmp_path)
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    with open(run_dir / "eval.json") as f:
+        metrics = json.load(f)["metrics"]
+    assert metrics["num_examples"] == 12 == len(arrays["test_labels"])
+    assert 0 <= metrics["auroc"] <= 1 and "accuracy" in metrics
+    assert np.isfinite(metrics["loss"])
+
+
+def test_medmnist_missing_files_fail_with_one_line(data_dir, tmp_path):
+    result = medjax("medjax-train", "experiment=medmnist_resnet18", "data.flag=dermamnist",
+                    "data.size=64", f"data.manual_dir={tmp_path / 'empty'}",
+                    data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("medjax-train: error:")
+    assert "dermamnist_64.npz" in last_line and str(tmp_path / "empty") in last_line
+    unknown = medjax("medjax-train", "experiment=medmnist_resnet18", "data.flag=foomnist",
+                     data_dir=data_dir, cwd=tmp_path)
+    last_line = unknown.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("medjax-train: error: data.flag='foomnist': expected one of")

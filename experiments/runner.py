@@ -1,0 +1,90 @@
+"""Shared by the experiment scripts: run ``medjax-train`` / ``medjax-eval`` exactly
+as a user would (one process per run), collect test metrics, and draw and tabulate
+them over seeds."""
+
+import json
+import re
+import os
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _command(program: str, args: Sequence[str]) -> str:
+    print("$", program, " ".join(args), flush=True)
+    result = subprocess.run([os.path.join(BIN, program), *args], capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        sys.exit(f"{program} failed:\n{result.stderr[-4000:]}")
+    return result.stdout + result.stderr
+
+
+def train(overrides: Sequence[str], run_dir: str, *, fresh: bool = True) -> dict:
+    """Trains into ``run_dir`` (removed first when ``fresh``); returns the run's
+    ``summary.json`` with ``wall_seconds`` of the whole process and the model's
+    ``parameters`` added."""
+    if fresh and os.path.isdir(run_dir):
+        import shutil
+
+        shutil.rmtree(run_dir)
+    start = time.perf_counter()
+    output = _command("medjax-train", [*overrides, f"hydra.run.dir={run_dir}"])
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    summary["wall_seconds"] = time.perf_counter() - start
+    found = re.search(r"medjax: ([\d,]+) parameters", output)
+    summary["parameters"] = int(found.group(1).replace(",", "")) if found else None
+    return summary
+
+
+def evaluate(run_dir: str, split: str = "test", checkpoint: str = "best") -> dict:
+    """``medjax-eval`` of the best checkpoint (by the run's validation metric)."""
+    _command("medjax-eval", [f"run_dir={run_dir}", f"split={split}",
+                             f"checkpoint={checkpoint}"])
+    with open(os.path.join(run_dir, "eval.json")) as f:
+        return json.load(f)
+
+
+def validation_curve(run_dir: str, metric: str) -> tuple[list[int], list[float]]:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    rows = [r for r in records if r["split"] == "validation"]
+    return [r["step"] for r in rows], [r[metric] for r in rows]
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    values = np.asarray(values, float)
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {sd:.3f}"
+
+
+def bar_plot(results: list[dict], variants: dict[str, str], metrics: Sequence[str],
+             path: str, title: str, ylim=(0.4, 1.0)) -> None:
+    """One panel per metric: a bar per variant at the mean, a dot per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1.2 + 2.2 * len(variants) * len(metrics) / 2, 3.4),
+                             squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for i, variant in enumerate(variants):
+            values = [r[metric] for r in results if r["variant"] == variant]
+            if not values:
+                continue
+            ax.bar(i, np.mean(values), color=f"C{i}", alpha=0.5)
+            ax.scatter([i] * len(values), values, color=f"C{i}", zorder=3, s=14)
+        ax.set_xticks(range(len(variants)), variants.values(), rotation=20, ha="right",
+                      fontsize=8)
+        ax.set_ylabel(f"test {metric.replace('_', ' ')}")
+        ax.set_ylim(*ylim)
+    fig.suptitle(title + " (bars: mean; dots: seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

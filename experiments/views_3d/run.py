@@ -1,0 +1,93 @@
+"""2D vs 2.5D vs 3D views for lesion-level classification in volumes: accuracy
+and cost (see README.md in this folder).
+
+    python experiments/views_3d/run.py [--seeds 0 1 2] [--steps 400]
+
+Each variant is ``medjax-train experiment=lesion_25d`` (lesions of 64^3 phantom
+volumes, 400 / 100 / 100 volumes) with the overrides below, evaluated on the test
+split at its best validation checkpoint. Cost: parameters, forward FLOPs per
+lesion from XLA's cost analysis of the compiled model, and training images/s on
+this machine. Writes ``results.json`` and ``accuracy.png`` here and prints the
+README's table.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+from runner import bar_plot, evaluate, mean_sd, train  # noqa: E402
+
+DATA: list[str] = []  # conf/data/phantom_lesions3d.yaml: 400 / 100 / 100 volumes
+VARIANTS = {
+    "2d": ("2D: axial patch", ["task.views=[axial]", "model=cnn_small"]),
+    "25d": ("2.5D: 3 planes", []),
+    "25d_shared": ("2.5D, shared weights", ["model.shared_weights=true"]),
+    "3d": ("3D: cube", ["task.views=[local]", "model=cnn_small", "model.spatial_dims=3"]),
+}
+METRICS = ("accuracy", "balanced_accuracy", "auroc")
+
+
+def forward_flops(overrides: list[str]) -> float:
+    """XLA's FLOP count of one lesion's forward pass (views and model)."""
+    import jax
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+
+    from medjax.cli import CONFIG_DIR, build_run
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="train", overrides=["experiment=lesion_25d", *overrides])
+    run = build_run(cfg)
+    batch = {"image": np.zeros((1, 64, 64, 64, 1), np.float32),
+             "lesion_center": np.full((1, 1, 3), 32.0, np.float32)}
+    inputs = run.task.inputs(batch)
+    variables = run.model.init(jax.random.key(0), inputs, train=False)
+    forward = jax.jit(lambda v, b: run.model.apply(v, run.task.inputs(b), train=False))
+    cost = forward.lower(variables, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--runs", default="runs/views_3d")
+    args = parser.parse_args()
+    results = []
+    for variant in args.variants:
+        flops = forward_flops(VARIANTS[variant][1])
+        for seed in args.seeds:
+            run_dir = os.path.join(args.runs, f"{variant}_seed{seed}")
+            summary = train(["experiment=lesion_25d", f"seed={seed}",
+                             f"trainer.max_steps={args.steps}", *DATA,
+                             *VARIANTS[variant][1]], run_dir)
+            test = evaluate(run_dir)["metrics"]
+            row = {"variant": variant, "seed": seed, **test, "forward_flops": flops,
+                   "parameters": summary["parameters"],
+                   "train_images_per_second": summary["train_images_per_second"],
+                   "wall_seconds": summary["wall_seconds"]}
+            print({k: row[k] for k in ("variant", "seed", *METRICS)}, flush=True)
+            results.append(row)
+    with open(os.path.join(HERE, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    names = {v: VARIANTS[v][0] for v in args.variants}
+    bar_plot(results, names, METRICS, os.path.join(HERE, "accuracy.png"),
+             "lesion type in 64^3 volumes from 8-voxel views")
+    print("| views | parameters | forward MFLOP / lesion | train lesions/s | "
+          "test accuracy | balanced accuracy | AUROC |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for variant, name in names.items():
+        rows = [r for r in results if r["variant"] == variant]
+        speed = sum(r["train_images_per_second"] for r in rows) / len(rows)
+        print(f"| {name} | {rows[0]['parameters']:,} | {rows[0]['forward_flops'] / 1e6:.1f} "
+              f"| {speed:.0f} | " + " | ".join(mean_sd([r[m] for r in rows]) for m in METRICS)
+              + " |")
+
+
+if __name__ == "__main__":
+    main()
