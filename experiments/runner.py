@@ -88,3 +88,43 @@ def bar_plot(results: list[dict], variants: dict[str, str], metrics: Sequence[st
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def arguments(doc: str, runs: str, variants: dict, steps: int | None = None):
+    """The common command line of the experiment scripts: ``--seeds``,
+    ``--variants``, ``--runs`` and (when the study has a default) ``--steps``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(variants),
+                        choices=list(variants))
+    parser.add_argument("--runs", default=runs)
+    if steps is not None:
+        parser.add_argument("--steps", type=int, default=steps)
+    return parser
+
+
+def run_variants(experiment: str, variants: dict, names: Sequence[str],
+                 seeds: Sequence[int], runs: str, extra: Sequence[str] = (),
+                 show: Sequence[str] = ("accuracy", "auroc")) -> list[dict]:
+    """Trains ``experiment=<experiment>`` plus each variant's overrides
+    (``variants[name] = (label, overrides)``) for every seed into
+    ``<runs>/<name>_seed<k>``, and scores the test split at the best validation
+    checkpoint. Returns one row per run: the test metrics, the parameters,
+    training images/s, wall clock and best step."""
+    results = []
+    for variant in names:
+        for seed in seeds:
+            run_dir = os.path.join(runs, f"{variant}_seed{seed}")
+            summary = train([f"experiment={experiment}", f"seed={seed}", *extra,
+                             *variants[variant][1]], run_dir)
+            row = {"variant": variant, "seed": seed, "run_dir": run_dir,
+                   **evaluate(run_dir)["metrics"],
+                   "parameters": summary["parameters"],
+                   "train_images_per_second": summary["train_images_per_second"],
+                   "wall_seconds": summary["wall_seconds"],
+                   "best_step": summary["best_checkpoint_step"]}
+            print({k: row[k] for k in ("variant", "seed", *show)}, flush=True)
+            results.append(row)
+    return results

@@ -75,9 +75,9 @@ def build(node: DictConfig, path: str, **kwargs: Any) -> Any:
         container = OmegaConf.to_container(node, resolve=True)
     except InterpolationResolutionError as error:
         # e.g. ${medmnist:num_classes,${data.flag}} with an unknown flag
-        cause = error.__cause__
-        message = str(cause) if isinstance(cause, ConfigError) else str(error)
-        raise ConfigError(message.splitlines()[0]) from None
+        message = str(error).splitlines()[0]
+        message = message.split("raised while resolving interpolation: ", 1)[-1]
+        raise ConfigError(message) from None
     if not isinstance(container, dict) or "_target_" not in container:
         raise ConfigError(f"{path}: expected a config group with a _target_")
     _check_targets(container, path)

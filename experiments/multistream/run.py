@@ -9,14 +9,13 @@ test split at its best validation checkpoint (``medjax-eval``). Writes
 ``results.json`` and ``accuracy.png`` here and prints the README's table.
 """
 
-import argparse
 import json
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from runner import bar_plot, evaluate, mean_sd, train  # noqa: E402
+from runner import arguments, bar_plot, mean_sd, run_variants  # noqa: E402
 
 VARIANTS = {
     "local": ("local patch only", ["task.views=[local]", "model=cnn_small"]),
@@ -28,26 +27,9 @@ METRICS = ("accuracy", "balanced_accuracy", "auroc")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--runs", default="runs/multistream")
-    args = parser.parse_args()
-    results = []
-    for variant in args.variants:
-        for seed in args.seeds:
-            run_dir = os.path.join(args.runs, f"{variant}_seed{seed}")
-            summary = train(
-                ["experiment=lesion_multistream", f"seed={seed}",
-                 f"trainer.max_steps={args.steps}", *VARIANTS[variant][1]], run_dir)
-            test = evaluate(run_dir)["metrics"]
-            row = {"variant": variant, "seed": seed, **{k: test[k] for k in test},
-                   "parameters": summary["parameters"],
-                   "train_images_per_second": summary["train_images_per_second"],
-                   "wall_seconds": summary["wall_seconds"]}
-            print({k: row[k] for k in ("variant", "seed", *METRICS)}, flush=True)
-            results.append(row)
+    args = arguments(__doc__, "runs/multistream", VARIANTS, steps=800).parse_args()
+    results = run_variants("lesion_multistream", VARIANTS, args.variants, args.seeds,
+                           args.runs, [f"trainer.max_steps={args.steps}"], METRICS)
     with open(os.path.join(HERE, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     names = {v: VARIANTS[v][0] for v in args.variants}

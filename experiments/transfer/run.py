@@ -11,7 +11,6 @@ best validation checkpoint. Writes ``results.json``, ``auroc.png`` and
 ``curves.png`` here and prints the README's table.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -20,7 +19,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from runner import bar_plot, evaluate, mean_sd, train, validation_curve  # noqa: E402
+from runner import (  # noqa: E402
+    arguments, bar_plot, mean_sd, run_variants, train, validation_curve,
+)
 
 VARIANTS = {
     "scratch": ("scratch", ["transfer.mode=scratch"]),
@@ -33,29 +34,18 @@ METRICS = ("auroc", "accuracy", "balanced_accuracy")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = arguments(__doc__, "runs/transfer", VARIANTS)
     parser.add_argument("--source", default="runs/default")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--runs", default="runs/transfer")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.source, "summary.json")):
         train([], args.source)
     source = os.path.abspath(args.source)
-    results, curves = [], {}
-    for variant in args.variants:
-        for seed in args.seeds:
-            run_dir = os.path.join(args.runs, f"{variant}_seed{seed}")
-            summary = train(["experiment=transfer_mr", f"seed={seed}",
-                             f"transfer.checkpoint='{source}'", *VARIANTS[variant][1]],
-                            run_dir)
-            test = evaluate(run_dir)["metrics"]
-            curves.setdefault(variant, []).append(validation_curve(run_dir, "auroc"))
-            row = {"variant": variant, "seed": seed, **test,
-                   "best_step": summary["best_checkpoint_step"],
-                   "wall_seconds": summary["wall_seconds"]}
-            print({k: row[k] for k in ("variant", "seed", *METRICS)}, flush=True)
-            results.append(row)
+    results = run_variants("transfer_mr", VARIANTS, args.variants, args.seeds, args.runs,
+                           [f"transfer.checkpoint='{source}'"], METRICS)
+    curves = {}
+    for row in results:
+        curves.setdefault(row["variant"], []).append(
+            validation_curve(row["run_dir"], "auroc"))
     with open(os.path.join(HERE, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     names = {v: VARIANTS[v][0] for v in args.variants}

@@ -11,14 +11,13 @@ this machine. Writes ``results.json`` and ``accuracy.png`` here and prints the
 README's table.
 """
 
-import argparse
 import json
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from runner import bar_plot, evaluate, mean_sd, train  # noqa: E402
+from runner import arguments, bar_plot, mean_sd, run_variants  # noqa: E402
 
 DATA: list[str] = []  # conf/data/phantom_lesions3d.yaml: 400 / 100 / 100 volumes
 VARIANTS = {
@@ -52,27 +51,12 @@ def forward_flops(overrides: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--runs", default="runs/views_3d")
-    args = parser.parse_args()
-    results = []
-    for variant in args.variants:
-        flops = forward_flops(VARIANTS[variant][1])
-        for seed in args.seeds:
-            run_dir = os.path.join(args.runs, f"{variant}_seed{seed}")
-            summary = train(["experiment=lesion_25d", f"seed={seed}",
-                             f"trainer.max_steps={args.steps}", *DATA,
-                             *VARIANTS[variant][1]], run_dir)
-            test = evaluate(run_dir)["metrics"]
-            row = {"variant": variant, "seed": seed, **test, "forward_flops": flops,
-                   "parameters": summary["parameters"],
-                   "train_images_per_second": summary["train_images_per_second"],
-                   "wall_seconds": summary["wall_seconds"]}
-            print({k: row[k] for k in ("variant", "seed", *METRICS)}, flush=True)
-            results.append(row)
+    args = arguments(__doc__, "runs/views_3d", VARIANTS, steps=400).parse_args()
+    flops = {variant: forward_flops(VARIANTS[variant][1]) for variant in args.variants}
+    results = run_variants("lesion_25d", VARIANTS, args.variants, args.seeds, args.runs,
+                           [f"trainer.max_steps={args.steps}", *DATA], METRICS)
+    for row in results:
+        row["forward_flops"] = flops[row["variant"]]
     with open(os.path.join(HERE, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
     names = {v: VARIANTS[v][0] for v in args.variants}
