@@ -136,28 +136,15 @@ def phantoms(
 
 
 def phantom_lesions(
-    kind: str = "torso2d",
-    image_size: int = 128,
-    split_sizes: dict[str, int] | None = None,
-    seed: int = 0,
-    data_dir: str | None = None,
-    batch_size: int = 64,
-    eval_batch_size: int = 128,
-    window_center: float = 40.0,
-    window_width: float = 400.0,
-    num_threads: int = 2,
-    sampling: str = "uniform",
+    kind: str = "torso2d", image_size: int = 128, **options: Any
 ) -> Dataset:
     """One example per lesion of the torso phantoms (``medjax.data.lesions``):
     the exam's image with ``lesion_center``, ``lesion_label`` (liver hypodense,
-    liver hyperdense, lung nodule) and ``lesion_radius``. Arguments as
+    liver hyperdense, lung nodule) and ``lesion_radius``. Other options as
     :func:`phantoms`."""
     if kind not in ("torso2d", "torso3d"):
         raise ValueError(f"data.kind: expected 'torso2d' or 'torso3d', got {kind!r}")
-    exams = phantoms(
-        kind, image_size, split_sizes, seed, data_dir, batch_size, eval_batch_size,
-        window_center, window_width, num_threads=num_threads, sampling=sampling,
-    )
+    exams = phantoms(kind, image_size, **options)
 
     def build():
         from medjax.data.lesions import LesionSource

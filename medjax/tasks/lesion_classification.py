@@ -15,7 +15,6 @@ are cut, the candidate point is augmented with the image (rotation moves it).
 
 import dataclasses
 
-import jax.numpy as jnp
 
 from medjax import views as view_ops
 from medjax.tasks.base import Batch
@@ -27,8 +26,8 @@ class LesionClassificationTask(ClassificationTask):
     """:class:`ClassificationTask` of the views around ``center_key``.
 
     Attributes (besides those of ClassificationTask):
-        center_key: candidate points ``[B, 1, ndim]`` (voxel coordinates), with
-            ``<center_key>_valid [B, 1]``.
+        center_key: candidate points ``[B, 1, ndim]`` (voxel coordinates), read
+            with ``<center_key>_valid [B, 1]`` (all True), which augmentation needs.
         views: names of the views, in the order of the model's streams.
         patch_size: side of every view, in voxels.
         context_scale: how much larger (and coarser) the ``context`` view is.
@@ -58,20 +57,13 @@ class LesionClassificationTask(ClassificationTask):
 
     @property
     def batch_keys(self) -> tuple[str, ...]:
-        return (self.image_key, self.label_key, self.center_key)
+        return (self.image_key, self.label_key, self.center_key, self.center_key + "_valid")
 
     @property
     def augment_fields(self) -> dict[str, tuple]:
         # The candidate point moves with the image; its validity is all True.
         return {"images": (self.image_key,), "masks": (),
                 "points": ((self.center_key, self.center_key + "_valid"),)}
-
-    def training_batch(self, key, batch: Batch) -> Batch:
-        """Adds the all-true validity of the candidate points that augmentation
-        reads (the data need not store it)."""
-        del key
-        points = batch[self.center_key]
-        return {**batch, self.center_key + "_valid": jnp.ones(points.shape[:2], bool)}
 
     def inputs(self, batch: Batch):
         centers = batch[self.center_key][:, 0]
