@@ -142,11 +142,19 @@ def _fail(program: str, error: Exception) -> None:
     sys.exit(f"{program}: error: {error}")
 
 
+def _compilation_cache(cfg: DictConfig) -> None:
+    """JAX's persistent compilation cache in ``cfg.compilation_cache`` (null: off)."""
+    from medjax.runtime import enable_compilation_cache
+
+    enable_compilation_cache(cfg.get("compilation_cache"))
+
+
 @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="train")
 def _train(cfg: DictConfig) -> float | None:
     from medjax.train.loop import train  # imports JAX: keep --help fast
 
     _quiet_libraries()
+    _compilation_cache(cfg)
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         run = build_run(cfg)
@@ -207,6 +215,7 @@ def _eval(cfg: DictConfig) -> None:
     from medjax.train.loop import evaluate_checkpoint
 
     _quiet_libraries()
+    _compilation_cache(cfg)
     run_dir = cfg.run_dir
     train_cfg = _run_config("medjax-eval", run_dir)
     if cfg.get("data_dir"):
@@ -264,6 +273,7 @@ def _predict(cfg: DictConfig) -> None:
     from medjax.predict import load_segmenter, write_overlay
 
     _quiet_libraries()
+    _compilation_cache(cfg)
     run_dir = cfg.run_dir
     train_cfg = _run_config("medjax-predict", run_dir)
     try:

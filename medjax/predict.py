@@ -16,6 +16,7 @@ by their affine; PNGs and 2D images are taken as displayed.
 """
 
 import dataclasses
+from functools import partial
 from typing import Callable
 
 import jax
@@ -27,6 +28,7 @@ from medjax.data import io
 # nibabel axis codes of the phantoms' array axes: toward Posterior, Left, Superior.
 DISPLAY_AXES = ("P", "L", "S")
 from medjax.errors import ConfigError
+from medjax.runtime import compiler_options
 from medjax.train.loop import restore_checkpoint
 from medjax.train.state import create_train_state
 
@@ -140,7 +142,7 @@ def load_segmenter(task, model, tx, data, run_dir: str, checkpoint="best", *,
         template, run_dir, checkpoint, best_metric=best_metric, best_mode=best_mode
     )
 
-    @jax.jit
+    @partial(jax.jit, compiler_options=compiler_options())
     def segment_batch(inputs):
         def apply(x):
             return state.apply_fn(state.variables(), x, train=False)

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medjax.models.fast_layers import Conv, UpConv, max_pool, resolve_conv_impl
+
 NORMS = ("batch", "instance", "group", "none")
 UPSAMPLES = ("transpose", "resize")
 
@@ -57,6 +59,7 @@ class UNetBlock(nn.Module):
     num_groups: int = 8
     norm_momentum: float = 0.99
     residual: bool = False
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -64,13 +67,14 @@ class UNetBlock(nn.Module):
         # a bias before a normalisation layer is redundant
         bias = self.norm == "none"
         norm = partial(_Norm, self.norm, self.num_groups, self.norm_momentum)
-        y = nn.Conv(self.features, kernel, use_bias=bias)(x)
+        conv = partial(Conv, use_bias=bias, impl=self.conv_impl)
+        y = conv(self.features, kernel)(x)
         y = nn.relu(norm()(y, train=train))
-        y = nn.Conv(self.features, kernel, use_bias=bias)(y)
+        y = conv(self.features, kernel)(y)
         y = norm()(y, train=train)
         if self.residual:
             if x.shape[-1] != self.features:
-                x = nn.Conv(self.features, (1,) * self.spatial_dims, use_bias=bias)(x)
+                x = conv(self.features, (1,) * self.spatial_dims)(x)
                 x = norm()(x, train=train)
             y = y + x
         return nn.relu(y)
@@ -96,6 +100,9 @@ class UNet(nn.Module):
         spatial_dims: 2 for images ``[B, H, W, C]``, 3 for volumes ``[B, H, W, D, C]``.
         depth: number of 2x down-samplings; the bottleneck runs at 1/2**depth.
         base_width: channels at level 0; level ``i`` has ``base_width * 2**i``.
+        widths: explicit channels per level (``depth + 1`` values, the bottleneck
+            last), e.g. MONAI BasicUNet's ``(32, 32, 64, 128, 256)``; overrides
+            ``base_width`` when given.
         norm: 'batch', 'instance', 'group' or 'none' (convolutions get a bias only
             with 'none').
         num_groups: groups for 'group' norm, reduced to the largest divisor of the
@@ -107,12 +114,16 @@ class UNet(nn.Module):
         deep_supervision: also return lower-resolution logits in training.
         dropout_rate: dropout on the bottleneck features (training only; needs a
             'dropout' rng when > 0).
+        conv_impl: 'auto' (default: 'cpu' on the CPU backend, 'xla' elsewhere),
+            'xla' or 'cpu'; the same function and parameters either way
+            (:mod:`medjax.models.fast_layers`).
     """
 
     num_classes: int
     spatial_dims: int = 2
     depth: int = 4
     base_width: int = 32
+    widths: tuple[int, ...] | None = None
     norm: str = "batch"
     num_groups: int = 8
     norm_momentum: float = 0.99
@@ -120,6 +131,7 @@ class UNet(nn.Module):
     upsample: str = "transpose"
     deep_supervision: bool = False
     dropout_rate: float = 0.0
+    conv_impl: str = "auto"
 
     def _check(self, x: jnp.ndarray) -> None:
         if self.spatial_dims not in (2, 3):
@@ -138,8 +150,19 @@ class UNet(nn.Module):
             raise ValueError(
                 f"UNet.upsample: expected one of {UPSAMPLES}, got {self.upsample!r}"
             )
+        resolve_conv_impl(self.conv_impl)  # raises on an unknown name
         if self.depth < 0:
             raise ValueError(f"UNet.depth: expected >= 0, got {self.depth}")
+        if self.widths is not None and len(self.widths) != self.depth + 1:
+            raise ValueError(
+                f"UNet.widths: expected depth + 1 = {self.depth + 1} values, "
+                f"got {tuple(self.widths)}"
+            )
+
+    def _width(self, level: int) -> int:
+        if self.widths is not None:
+            return int(self.widths[level])
+        return self.base_width * 2**level
 
     @nn.compact
     def __call__(
@@ -163,35 +186,35 @@ class UNet(nn.Module):
             num_groups=self.num_groups,
             norm_momentum=self.norm_momentum,
             residual=self.residual,
+            conv_impl=self.conv_impl,
         )
+        conv = partial(Conv, impl=self.conv_impl)
         window = (2,) * dims
         skips = []
         for level in range(self.depth):
-            x = block(self.base_width * 2**level, name=f"down_{level}")(x, train=train)
+            x = block(self._width(level), name=f"down_{level}")(x, train=train)
             skips.append(x)
-            x = nn.max_pool(x, window, strides=window)
-        x = block(self.base_width * 2**self.depth, name="bottleneck")(x, train=train)
+            x = max_pool(x, 2, self.conv_impl)
+        x = block(self._width(self.depth), name="bottleneck")(x, train=train)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
         aux = []
         for level in reversed(range(self.depth)):
-            width = self.base_width * 2**level
+            width = self._width(level)
             skip = skips[level]
             if self.upsample == "transpose":
-                x = nn.ConvTranspose(
-                    width, window, window, "VALID", name=f"upconv_{level}"
-                )(x)
+                x = UpConv(width, window, impl=self.conv_impl, name=f"upconv_{level}")(x)
             else:
                 shape = skip.shape[:-1] + x.shape[-1:]
                 x = jax.image.resize(x, shape, method="linear")
-                x = nn.Conv(width, (1,) * dims, name=f"upconv_{level}")(x)
+                x = conv(width, (1,) * dims, name=f"upconv_{level}")(x)
             x = jnp.concatenate([skip, x], axis=-1)
             x = block(width, name=f"up_{level}")(x, train=train)
             if self.deep_supervision and level > 0:
-                head = nn.Conv(self.num_classes, (1,) * dims, name=f"aux_{level}")
+                head = conv(self.num_classes, (1,) * dims, name=f"aux_{level}")
                 aux.append((level, head(x)))
 
-        logits = nn.Conv(self.num_classes, (1,) * dims, name="head")(x)
+        logits = conv(self.num_classes, (1,) * dims, name="head")(x)
         logits = logits[(slice(None),) + tuple(slice(0, s) for s in spatial)]
         if not (self.deep_supervision and train):
             return logits

@@ -6,6 +6,7 @@ from functools import partial
 import jax
 
 from medjax.losses import masked_mean
+from medjax.runtime import compiler_options
 from medjax.train import sharding
 from medjax.train.state import TrainState
 
@@ -72,8 +73,10 @@ def compile_steps(task, mesh, augment=None):
         in_shardings=(same, data, same),
         out_shardings=(same, same),
         donate_argnums=0,
+        compiler_options=compiler_options(),
     )
     evaluate = jax.jit(
-        partial(eval_step, task=task), in_shardings=(same, data), out_shardings=data
+        partial(eval_step, task=task), in_shardings=(same, data), out_shardings=data,
+        compiler_options=compiler_options(),
     )
     return train, evaluate

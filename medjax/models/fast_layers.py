@@ -1,0 +1,184 @@
+"""Convolution, transposed-convolution and pooling layers with a choice of
+implementation (``conv_impl``), for the U-Net.
+
+Both implementations compute the same function with the same parameters (same
+names, shapes and initialisers as ``flax.linen.Conv`` / ``ConvTranspose``), so a
+checkpoint trained with one runs with the other:
+
+* ``xla``: ``lax.conv_general_dilated``, ``lax.conv_transpose`` and
+  ``lax.reduce_window`` max pooling, as ``flax.linen`` does. Best on GPU.
+* ``cpu``: formulations that XLA's CPU backend runs several times faster, found by
+  profiling a U-Net training step (``experiments/benchmarks/README.md``):
+
+  - a ``k x k x k`` 3D convolution is one 2D convolution over the last two spatial
+    axes of ``k`` shifted copies of the input stacked on channels (the first
+    spatial axis folded into the batch). XLA's 3D convolutions run near 20 GFLOP/s
+    on the CPU, its 2D convolutions near 150 with YNNPACK (:mod:`medjax.runtime`);
+  - a convolution with a ``1 x ... x 1`` kernel is a matrix product over channels;
+  - the ``2 x 2`` stride-2 transposed convolution of the decoder (kernel equal to
+    the stride) is one matrix product followed by a pixel shuffle; the gradient of
+    XLA's transposed convolution took over a second per step at 256^2 x 32;
+  - ``2 x 2`` stride-2 max pooling is a reshape and a max; XLA's
+    ``select_and_scatter`` gradient is 5x slower. On ties inside a window the
+    gradient is shared between the tied inputs instead of going to the first; in
+    the U-Net ties occur only between zeros after a ReLU, whose gradient is zero
+    either way.
+
+``auto`` picks ``cpu`` when JAX's default backend is the CPU and ``xla`` otherwise.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla", "cpu")
+
+
+def resolve_conv_impl(impl: str) -> str:
+    """``xla`` or ``cpu`` for ``impl``; ``auto`` follows ``jax.default_backend()``."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl: expected one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return "cpu" if jax.default_backend() == "cpu" else "xla"
+    return impl
+
+
+def _spatial_letters(dims: int) -> str:
+    return "HWD"[:dims]
+
+
+def conv_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """Stride-1 'SAME' convolution of channels-last ``x [B, *spatial, C]`` with
+    ``kernel [*k, C, O]``: the reference, ``lax.conv_general_dilated``."""
+    sp = _spatial_letters(x.ndim - 2)
+    return lax.conv_general_dilated(
+        x, kernel, (1,) * (x.ndim - 2), "SAME",
+        dimension_numbers=(f"N{sp}C", f"{sp}IO", f"N{sp}C"),
+    )
+
+
+def _same_pad(k: int) -> tuple[int, int]:
+    # XLA's 'SAME' for stride 1: k - 1 in all, the smaller half first
+    return (k - 1) // 2, k - 1 - (k - 1) // 2
+
+
+def conv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """The same convolution as :func:`conv_xla`, in the formulation XLA's CPU
+    backend runs fastest (see the module docstring)."""
+    dims = x.ndim - 2
+    *k, cin, cout = kernel.shape
+    if all(size == 1 for size in k):
+        return jnp.dot(x, kernel.reshape(cin, cout))
+    if dims != 3 or k[0] == 1:
+        if dims == 3:  # 1 x kw x kd: a 2D convolution with H folded into the batch
+            b, h = x.shape[:2]
+            y = conv_xla(x.reshape(b * h, *x.shape[2:]), kernel[0])
+            return y.reshape(b, h, *y.shape[1:])
+        return conv_xla(x, kernel)
+    # 3D: the kh taps along H become channels of one 2D conv over (W, D)
+    b, h = x.shape[:2]
+    lo, hi = _same_pad(k[0])
+    padded = jnp.pad(x, ((0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate([padded[:, t : t + h] for t in range(k[0])], axis=-1)
+    # kernel [kh, kw, kd, C, O] -> [kw, kd, kh * C, O], tap-major like `stacked`
+    folded = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(k[1], k[2], k[0] * cin, cout)
+    y = conv_xla(stacked.reshape(b * h, *stacked.shape[2:]), folded)
+    return y.reshape(b, h, *y.shape[1:])
+
+
+class Conv(nn.Module):
+    """Stride-1 'SAME' convolution, parameter-compatible with ``nn.Conv``
+    (``kernel [*kernel_size, C, features]``, ``bias [features]``)."""
+
+    features: int
+    kernel_size: Sequence[int]
+    use_bias: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+        kernel = kernel.astype(x.dtype)
+        if resolve_conv_impl(self.impl) == "cpu":
+            y = conv_cpu(x, kernel)
+        else:
+            y = conv_xla(x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + bias.astype(x.dtype)
+        return y
+
+
+def upconv_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """Transposed convolution with stride equal to the kernel size and 'VALID'
+    padding, as ``nn.ConvTranspose`` computes it (``lax.conv_transpose``)."""
+    dims = x.ndim - 2
+    sp = _spatial_letters(dims)
+    return lax.conv_transpose(
+        x, kernel, kernel.shape[:dims], "VALID",
+        dimension_numbers=(f"N{sp}C", f"{sp}IO", f"N{sp}C"),
+    )
+
+
+def upconv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """:func:`upconv_xla` as one matrix product and a pixel shuffle: output voxel
+    ``s * p + i`` gets ``x[p] @ kernel[s - 1 - i]`` (windows do not overlap;
+    ``lax.conv_transpose`` without ``transpose_kernel`` flips the kernel)."""
+    dims = x.ndim - 2
+    *k, cin, cout = kernel.shape
+    kernel = kernel[(slice(None, None, -1),) * dims]
+    # [C, *k, O] -> [C, prod(k) * O]
+    y = jnp.dot(x, jnp.moveaxis(kernel, -2, 0).reshape(cin, -1))
+    batch, spatial = x.shape[0], x.shape[1:-1]
+    y = y.reshape(batch, *spatial, *k, cout)
+    # interleave: (p_1, i_1, p_2, i_2, ...)
+    order = [0]
+    for d in range(dims):
+        order += [1 + d, 1 + dims + d]
+    y = jnp.transpose(y, (*order, 1 + 2 * dims))
+    return y.reshape(batch, *(s * kk for s, kk in zip(spatial, k)), cout)
+
+
+class UpConv(nn.Module):
+    """Transposed convolution with ``strides == kernel_size`` and 'VALID' padding
+    (the U-Net's 2x up-sampling), parameter-compatible with ``nn.ConvTranspose``."""
+
+    features: int
+    kernel_size: Sequence[int]
+    use_bias: bool = True
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        shape = (*self.kernel_size, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+        kernel = kernel.astype(x.dtype)
+        if resolve_conv_impl(self.impl) == "cpu":
+            y = upconv_cpu(x, kernel)
+        else:
+            y = upconv_xla(x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+            y = y + bias.astype(x.dtype)
+        return y
+
+
+def max_pool(x: jnp.ndarray, window: int, impl: str = "auto") -> jnp.ndarray:
+    """Max pooling with a ``window``-wide cube and stride ``window``, 'VALID'
+    (trailing voxels that do not fill a window are dropped, as in
+    ``nn.max_pool``)."""
+    dims = x.ndim - 2
+    if resolve_conv_impl(impl) != "cpu":
+        return nn.max_pool(x, (window,) * dims, strides=(window,) * dims)
+    spatial = [s // window for s in x.shape[1:-1]]
+    x = x[(slice(None), *(slice(0, s * window) for s in spatial))]
+    shape = [x.shape[0]]
+    for s in spatial:
+        shape += [s, window]
+    x = x.reshape(*shape, x.shape[-1])
+    return x.max(axis=tuple(2 + 2 * d for d in range(dims)))
+

@@ -1,0 +1,55 @@
+"""Process-wide JAX settings that make medjax fast to start and to run.
+
+* :func:`compiler_options` are passed to the ``jax.jit`` of every training,
+  evaluation and prediction step. On the CPU backend they route XLA's dot and
+  convolution fusions to YNNPACK (XNNPACK's successor, bundled with jaxlib), which
+  runs the U-Net's 2D convolutions and their gradients 2-3x faster than XLA's
+  default Eigen kernels (``experiments/benchmarks/README.md``). Results agree within
+  float32 rounding. ``MEDJAX_CPU_LIBRARY=xla`` turns it off.
+* :func:`enable_compilation_cache` turns on JAX's persistent compilation cache,
+  so a second run of the same configuration loads its compiled steps from disk
+  instead of compiling them again.
+"""
+
+import os
+
+import jax
+
+DEFAULT_CACHE_DIR = "~/.cache/medjax/jax"
+CPU_LIBRARIES = ("ynn", "xla")
+
+
+# YNNPACK fusion types. The list replaces XLA's default (reductions only); dots and
+# convolutions with reductions measured fastest on full U-Net training and
+# inference steps (experiments/benchmarks/README.md); adding elementwise fusions
+# made the 2D training step 30 % slower.
+YNN_FUSIONS = "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+
+
+def compiler_options(backend: str | None = None) -> dict[str, str] | None:
+    """XLA options for ``jax.jit(..., compiler_options=...)`` on ``backend``
+    (default: JAX's default backend); None where none apply."""
+    backend = backend or jax.default_backend()
+    library = os.environ.get("MEDJAX_CPU_LIBRARY", "ynn")
+    if library not in CPU_LIBRARIES:
+        raise ValueError(
+            f"MEDJAX_CPU_LIBRARY: expected one of {CPU_LIBRARIES}, got {library!r}"
+        )
+    if backend != "cpu" or library == "xla":
+        return None
+    return {"xla_cpu_experimental_ynn_fusion_type": YNN_FUSIONS}
+
+
+def enable_compilation_cache(directory: str | None = DEFAULT_CACHE_DIR) -> str | None:
+    """Store compiled XLA programs under ``directory`` (``~`` expanded) and reuse
+    them in later processes; ``None`` or ``""`` leaves the cache off. Returns the
+    directory in use."""
+    if not directory:
+        return None
+    directory = os.path.abspath(os.path.expanduser(str(directory)))
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    # cache every step that took a noticeable time to compile
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory
