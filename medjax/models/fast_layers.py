@@ -89,28 +89,36 @@ def conv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return y.reshape(b, h, *y.shape[1:])
 
 
-class Conv(nn.Module):
-    """Stride-1 'SAME' convolution, parameter-compatible with ``nn.Conv``
-    (``kernel [*kernel_size, C, features]``, ``bias [features]``)."""
+class _KernelLayer(nn.Module):
+    """A learned ``kernel [*kernel_size, C, features]`` (LeCun normal) and optional
+    ``bias [features]`` (zeros), as flax.linen's convolutions create them, applied by
+    :meth:`ops`' ``cpu`` or ``xla`` function."""
 
     features: int
     kernel_size: Sequence[int]
     use_bias: bool = True
     impl: str = "auto"
 
+    def ops(self):
+        """``{impl: fn(x, kernel)}``."""
+        raise NotImplementedError
+
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         shape = (*self.kernel_size, x.shape[-1], self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
-        kernel = kernel.astype(x.dtype)
-        if resolve_conv_impl(self.impl) == "cpu":
-            y = conv_cpu(x, kernel)
-        else:
-            y = conv_xla(x, kernel)
+        y = self.ops()[resolve_conv_impl(self.impl)](x, kernel.astype(x.dtype))
         if self.use_bias:
             bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
             y = y + bias.astype(x.dtype)
         return y
+
+
+class Conv(_KernelLayer):
+    """Stride-1 'SAME' convolution, parameter-compatible with ``nn.Conv``."""
+
+    def ops(self):
+        return {"cpu": conv_cpu, "xla": conv_xla}
 
 
 def upconv_xla(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
@@ -143,28 +151,12 @@ def upconv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     return y.reshape(batch, *(s * kk for s, kk in zip(spatial, k)), cout)
 
 
-class UpConv(nn.Module):
+class UpConv(_KernelLayer):
     """Transposed convolution with ``strides == kernel_size`` and 'VALID' padding
     (the U-Net's 2x up-sampling), parameter-compatible with ``nn.ConvTranspose``."""
 
-    features: int
-    kernel_size: Sequence[int]
-    use_bias: bool = True
-    impl: str = "auto"
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
-        kernel = kernel.astype(x.dtype)
-        if resolve_conv_impl(self.impl) == "cpu":
-            y = upconv_cpu(x, kernel)
-        else:
-            y = upconv_xla(x, kernel)
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
-            y = y + bias.astype(x.dtype)
-        return y
+    def ops(self):
+        return {"cpu": upconv_cpu, "xla": upconv_xla}
 
 
 def max_pool(x: jnp.ndarray, window: int, impl: str = "auto") -> jnp.ndarray:
