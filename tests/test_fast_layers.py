@@ -36,8 +36,7 @@ def _reference_conv(x, kernel):
 
 def _value_and_grads(fn, options, *args):
     """fn(*args) and the gradients of sum(fn * cotangent) for every argument."""
-    out = fn(*args)
-    cotangent = _random(out.shape, seed=7)
+    cotangent = _random(jax.eval_shape(fn, *args).shape, seed=7)
 
     def scalar(*a):
         return jnp.sum(fn(*a) * cotangent)
@@ -48,6 +47,7 @@ def _value_and_grads(fn, options, *args):
 
 
 def _assert_same(got, want):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         assert g.shape == w.shape
         scale = float(jnp.max(jnp.abs(w))) + 1.0

@@ -72,11 +72,7 @@ def conv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     *k, cin, cout = kernel.shape
     if all(size == 1 for size in k):
         return jnp.dot(x, kernel.reshape(cin, cout))
-    if dims != 3 or k[0] == 1:
-        if dims == 3:  # 1 x kw x kd: a 2D convolution with H folded into the batch
-            b, h = x.shape[:2]
-            y = conv_xla(x.reshape(b * h, *x.shape[2:]), kernel[0])
-            return y.reshape(b, h, *y.shape[1:])
+    if dims != 3:
         return conv_xla(x, kernel)
     # 3D: the kh taps along H become channels of one 2D conv over (W, D)
     b, h = x.shape[:2]

@@ -68,15 +68,16 @@ def compile_steps(task, mesh, augment=None):
     ``data``, state and key replicated, the old state's buffers donated.
     Augmentation runs in the training step only."""
     data, same = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    options = compiler_options()
     train = jax.jit(
         partial(train_step, task=task, augment=augment),
         in_shardings=(same, data, same),
         out_shardings=(same, same),
         donate_argnums=0,
-        compiler_options=compiler_options(),
+        compiler_options=options,
     )
     evaluate = jax.jit(
         partial(eval_step, task=task), in_shardings=(same, data), out_shardings=data,
-        compiler_options=compiler_options(),
+        compiler_options=options,
     )
     return train, evaluate
