@@ -52,4 +52,9 @@ def enable_compilation_cache(directory: str | None = DEFAULT_CACHE_DIR) -> str |
     # cache every step that took a noticeable time to compile
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # Multi-device steps that use medjax.cpu_kernels hold custom-partitioning
+    # calls whose Python callback address would otherwise enter the cache key and
+    # change in every process. Their partitioning is a pure function of shapes and
+    # shardings, which the key already covers.
+    jax.config.update("jax_remove_custom_partitioning_ptr_from_cache_key", True)
     return directory

@@ -14,6 +14,10 @@ checkpoint trained with one runs with the other:
     axes of ``k`` shifted copies of the input stacked on channels (the first
     spatial axis folded into the batch). XLA's 3D convolutions run near 20 GFLOP/s
     on the CPU, its 2D convolutions near 150 with YNNPACK (:mod:`medjax.runtime`);
+  - the weight gradient of every 2D convolution (including the folded 3D ones) is
+    a hand-written kernel called through XLA's FFI (:mod:`medjax.cpu_kernels`),
+    3x faster than XLA's, which transposes both operands first; where the kernel
+    cannot be built, XLA's gradient is used;
   - a convolution with a ``1 x ... x 1`` kernel is a matrix product over channels;
   - the ``2 x 2`` stride-2 transposed convolution of the decoder (kernel equal to
     the stride) is one matrix product followed by a pixel shuffle; the gradient of
@@ -33,6 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from medjax import cpu_kernels
 
 CONV_IMPLS = ("auto", "xla", "cpu")
 
@@ -65,16 +71,13 @@ def _same_pad(k: int) -> tuple[int, int]:
     return (k - 1) // 2, k - 1 - (k - 1) // 2
 
 
-def conv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
-    """The same convolution as :func:`conv_xla`, in the formulation XLA's CPU
-    backend runs fastest (see the module docstring)."""
-    dims = x.ndim - 2
-    *k, cin, cout = kernel.shape
-    if all(size == 1 for size in k):
-        return jnp.dot(x, kernel.reshape(cin, cout))
-    if dims != 3:
+def _conv_lax(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """:func:`conv_xla` in the formulation XLA's CPU backend runs fastest: a 3D
+    convolution as one 2D convolution of ``k`` H-shifted copies of the input
+    stacked on channels, over (W, D) with H folded into the batch."""
+    if x.ndim != 5:
         return conv_xla(x, kernel)
-    # 3D: the kh taps along H become channels of one 2D conv over (W, D)
+    *k, cin, cout = kernel.shape
     b, h = x.shape[:2]
     lo, hi = _same_pad(k[0])
     padded = jnp.pad(x, ((0, 0), (lo, hi), (0, 0), (0, 0), (0, 0)))
@@ -83,6 +86,56 @@ def conv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     folded = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(k[1], k[2], k[0] * cin, cout)
     y = conv_xla(stacked.reshape(b * h, *stacked.shape[2:]), folded)
     return y.reshape(b, h, *y.shape[1:])
+
+
+# Below this width XLA's 2D convolution (YNNPACK) beats medjax's kernel, whose
+# runs of 12 pixels along W then fill poorly (benchmarks README).
+_KERNEL_MIN_WIDTH_2D = 64
+
+
+def _conv_forward(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    if x.ndim == 4 and x.shape[2] < _KERNEL_MIN_WIDTH_2D:
+        return conv_xla(x, kernel)
+    return cpu_kernels.conv(x, kernel)
+
+
+@jax.custom_vjp
+def conv_kernels(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """:func:`conv_xla` computed by :mod:`medjax.cpu_kernels` (check
+    :func:`medjax.cpu_kernels.supports` first): the convolution, the input
+    gradient as the convolution of the output gradient with the flipped kernel,
+    and the kernel gradient."""
+    return _conv_forward(x, kernel)
+
+
+def _conv_kernels_fwd(x, kernel):
+    return _conv_forward(x, kernel), (x, kernel)
+
+
+def _conv_kernels_bwd(residuals, g):
+    x, kernel = residuals
+    dims = x.ndim - 2
+    if x.shape[-1] % cpu_kernels.LANES == 0:
+        # odd kernels pad symmetrically, so the flipped kernel needs no shift
+        flipped = jnp.swapaxes(kernel[(slice(None, None, -1),) * dims], -1, -2)
+        input_grad = _conv_forward(g, flipped)
+    else:  # e.g. one input channel: usually the image, whose gradient is unused
+        input_grad = jax.vjp(lambda x: _conv_lax(x, kernel), x)[1](g)[0]
+    return input_grad, cpu_kernels.conv_weight_grad(x, g, kernel.shape)
+
+
+conv_kernels.defvjp(_conv_kernels_fwd, _conv_kernels_bwd)
+
+
+def conv_cpu(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
+    """The same convolution as :func:`conv_xla`, in the formulation XLA's CPU
+    backend runs fastest (see the module docstring)."""
+    *k, cin, cout = kernel.shape
+    if all(size == 1 for size in k):
+        return jnp.dot(x, kernel.reshape(cin, cout))
+    if cpu_kernels.supports(x, kernel.shape):
+        return conv_kernels(x, kernel)
+    return _conv_lax(x, kernel)
 
 
 class _KernelLayer(nn.Module):
