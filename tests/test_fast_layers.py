@@ -64,10 +64,21 @@ CONV_CASES = [
     ((1, 5, 7, 9, 3), (1, 3, 3, 3, 4)),
     ((1, 1, 4, 3, 2), (3, 3, 3, 2, 2)),  # a single slice: both taps in padding
 ]
+# cases medjax.cpu_kernels computes (output channels a multiple of 16): forward
+# pixel runs with a partial tail, 16 + 32 output-channel tiles, input-channel
+# remainders, anisotropic kernels, and input gradients by the kernel (C % 16 == 0)
+# or by XLA
+KERNEL_CASES = [
+    ((2, 5, 67, 16), (3, 3, 16, 16)),  # 2D, wide enough for the kernel's forward
+    ((2, 7, 9, 3), (3, 3, 3, 32)),  # 2D narrow: XLA's forward, the kernel's gradient
+    ((1, 5, 7, 9, 16), (3, 3, 3, 16, 48)),
+    ((1, 3, 6, 13, 5), (3, 1, 3, 5, 16)),
+    ((1, 1, 4, 3, 16), (3, 3, 3, 16, 16)),
+]
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=str)
-@pytest.mark.parametrize("x_shape,k_shape", CONV_CASES, ids=str)
+@pytest.mark.parametrize("x_shape,k_shape", CONV_CASES + KERNEL_CASES, ids=str)
 def test_conv_cpu_equals_conv_general_dilated(x_shape, k_shape, options):
     x, kernel = _random(x_shape, 1), _random(k_shape, 2)
     want = _value_and_grads(_reference_conv, None, x, kernel)
@@ -122,10 +133,14 @@ def test_max_pool_ties_after_relu_give_the_same_input_gradient():
     (2, (13, 10), {"norm": "instance", "residual": True, "deep_supervision": True}),
     (2, (9, 12), {"norm": "none", "upsample": "resize"}),
     (3, (7, 6, 5), {"norm": "batch"}),
+    # widths of 16 and 32: every 3x3 conv through medjax.cpu_kernels
+    (2, (6, 70), {"norm": "instance", "base_width": 16}),
+    (3, (5, 6, 7), {"norm": "instance", "base_width": 16}),
 ], ids=str)
 def test_unet_cpu_impl_equals_xla_impl(spatial_dims, size, variant):
     x = _random((2, *size, 1), 8)
-    models = {impl: UNet(num_classes=3, spatial_dims=spatial_dims, depth=2, base_width=4,
+    variant = {"base_width": 4, **variant}
+    models = {impl: UNet(num_classes=3, spatial_dims=spatial_dims, depth=2,
                          conv_impl=impl, **variant) for impl in ("xla", "cpu")}
     # the same parameter tree and shapes; random values (drawn here: initialising
     # compiles a truncated normal per shape, a second each)
