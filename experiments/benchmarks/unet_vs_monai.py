@@ -4,16 +4,18 @@ Both networks have BasicUNet's channel plan (32, 32, 64, 128, 256), instance
 normalisation, 2x2 max pooling down and 2x2 stride-2 transposed convolutions up,
 two classes, cross-entropy and Adam. Each shape is timed alternately (medjax,
 MONAI, medjax plain XLA, ...) after warm-up, in one process, so that both see the
-same machine state. FLOPs come from XLA's cost analysis of the compiled medjax
-step; both networks do the same arithmetic, so MONAI's GFLOP/s use the same count.
+same machine state. FLOPs come from XLA's cost analysis of medjax's step written
+with lax convolutions (conv_impl=xla); both networks do the same arithmetic, so
+MONAI's GFLOP/s use the same count.
 
     pip install -e ".[bench]"
     python experiments/benchmarks/unet_vs_monai.py            # everything, ~10 min
     python experiments/benchmarks/unet_vs_monai.py --cases 2d_train --reps 3
 
 ``--startup`` also times a fresh process up to the end of its first 2D training
-step: medjax with an empty compilation cache (cold), medjax again with the cache
-the cold run filled (warm), and MONAI.
+step: medjax with empty caches (cold: XLA's compilation cache and the build of
+medjax's C++ kernels), medjax again with the caches the cold run filled (warm),
+and MONAI.
 """
 
 import argparse
@@ -36,7 +38,7 @@ CASES = {  # name: (spatial dims, batch, size, train)
 
 
 def medjax_runner(case: str, impl: str):
-    """(run, GFLOP, parameters) for medjax's U-Net; ``impl`` 'cpu' is medjax's
+    """(run, GFLOP function, parameters) for medjax's U-Net; ``impl`` 'cpu' is medjax's
     default on the CPU (fast layers and YNNPACK), 'xla' plain lax convolutions
     compiled with XLA's defaults (medjax before this benchmark)."""
     import jax
@@ -85,13 +87,17 @@ def medjax_runner(case: str, impl: str):
         def run():
             jax.block_until_ready(compiled(params, x))
 
-    # FLOPs of the same step written with lax convolutions: XLA's cost analysis
-    # does not see inside medjax.cpu_kernels' custom calls
-    args = (params, opt_state, x, y) if train else (params, x)
-    cost = jax.jit(partial(step if train else infer, model=reference)).lower(*args).cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    def gflop() -> float:
+        # of the same step written with lax convolutions: XLA's cost analysis does
+        # not see inside medjax.cpu_kernels' custom calls
+        args = (params, opt_state, x, y) if train else (params, x)
+        fn = partial(step if train else infer, model=reference)
+        cost = jax.jit(fn).lower(*args).cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        return cost["flops"] / 1e9
+
     count = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    return run, cost["flops"] / 1e9, count
+    return run, gflop, count
 
 
 def monai_runner(case: str):
@@ -201,7 +207,9 @@ def startup() -> dict[str, float]:
     """Wall seconds from process start to the end of the first 2D training step."""
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, MEDJAX_BENCH_CACHE=cache)
+        # cold: nothing compiled, neither the XLA programs nor medjax's C++ kernels
+        env = dict(os.environ, MEDJAX_BENCH_CACHE=cache,
+                   MEDJAX_KERNEL_CACHE=os.path.join(cache, "kernels"))
         for label, which in (("medjax cold cache", "medjax"),
                              ("medjax warm cache", "medjax"), ("MONAI", "monai")):
             start = time.perf_counter()
@@ -242,6 +250,7 @@ def main() -> None:
     rows = []
     for case in args.cases.split(","):
         run, gflop, count = medjax_runner(case, "cpu")
+        gflop = gflop()
         runners = {"medjax": run}
         monai_run, monai_count = monai_runner(case)
         runners["MONAI"] = monai_run

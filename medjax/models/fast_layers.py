@@ -10,14 +10,18 @@ checkpoint trained with one runs with the other:
 * ``cpu``: formulations that XLA's CPU backend runs several times faster, found by
   profiling a U-Net training step (``experiments/benchmarks/README.md``):
 
-  - a ``k x k x k`` 3D convolution is one 2D convolution over the last two spatial
-    axes of ``k`` shifted copies of the input stacked on channels (the first
-    spatial axis folded into the batch). XLA's 3D convolutions run near 20 GFLOP/s
-    on the CPU, its 2D convolutions near 150 with YNNPACK (:mod:`medjax.runtime`);
-  - the weight gradient of every 2D convolution (including the folded 3D ones) is
-    a hand-written kernel called through XLA's FFI (:mod:`medjax.cpu_kernels`),
-    3x faster than XLA's, which transposes both operands first; where the kernel
-    cannot be built, XLA's gradient is used;
+  - stride-1 'SAME' convolutions with odd kernels and output channels a multiple
+    of 16 (every 3x3(x3) convolution of a U-Net with widths 16, 32, ...), 2D and
+    3D, run in medjax's C++ kernels (:mod:`medjax.cpu_kernels`, through XLA's FFI):
+    forward, input gradient (the flipped kernel) and weight gradient. XLA's CPU
+    backend runs 3D convolutions near 33 GFLOP/s and weight gradients near 80
+    (after transposing both operands); the kernels run at 190-290. 2D forward
+    passes narrower than 64 pixels stay with XLA (YNNPACK, :mod:`medjax.runtime`),
+    which is faster there;
+  - other convolutions, or all where the kernels cannot be built: XLA's, a
+    ``k x k x k`` 3D one as one 2D convolution over the last two spatial axes of
+    ``k`` shifted copies of the input stacked on channels (the first spatial axis
+    folded into the batch), which XLA runs at its 2D rates;
   - a convolution with a ``1 x ... x 1`` kernel is a matrix product over channels;
   - the ``2 x 2`` stride-2 transposed convolution of the decoder (kernel equal to
     the stride) is one matrix product followed by a pixel shuffle; the gradient of
