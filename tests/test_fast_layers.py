@@ -71,6 +71,7 @@ CONV_CASES = [
 KERNEL_CASES = [
     ((2, 5, 67, 16), (3, 3, 16, 16)),  # 2D, wide enough for the kernel's forward
     ((2, 7, 9, 3), (3, 3, 3, 32)),  # 2D narrow: XLA's forward, the kernel's gradient
+    ((2, 5, 66, 1), (3, 3, 1, 16)),  # one input channel (the image layer)
     ((1, 5, 7, 9, 16), (3, 3, 3, 16, 48)),
     ((1, 3, 6, 13, 5), (3, 1, 3, 5, 16)),
     ((1, 1, 4, 3, 16), (3, 3, 3, 16, 16)),
