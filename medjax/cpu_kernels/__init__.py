@@ -11,7 +11,7 @@ The source ships with the package and is compiled on first use with the system's
 C++ compiler (``$CXX`` or ``g++``, ``-O3 -march=native``) against the XLA FFI
 headers that jaxlib ships, like ``torch.utils.cpp_extension.load``; the shared
 library is cached under ``$MEDJAX_KERNEL_CACHE`` (default
-``~/.cache/medjax/kernels``), keyed by the source, the compiler command, jaxlib's
+``~/.cache/medjax/kernels``), keyed by the source, the compiler command, JAX's
 version and the CPU, so later processes load it in milliseconds. Where no
 compiler is found or the build fails, :func:`available` is False (with one
 warning) and callers use XLA's convolutions. ``MEDJAX_CPU_KERNELS=0`` turns the
@@ -114,9 +114,10 @@ def available() -> bool:
 def supports(x: jnp.ndarray, kernel_shape: tuple[int, ...]) -> bool:
     """Whether :func:`conv` and :func:`conv_weight_grad` handle ``x`` with a kernel
     of ``kernel_shape``: 2D or 3D channels-last float32, odd kernel sizes, output
-    channels a multiple of 16, and the kernels available."""
+    channels a multiple of 16, the CPU backend, and the kernels available."""
     *k, _, out = kernel_shape
-    return (x.ndim in (4, 5) and len(k) == x.ndim - 2 and x.dtype == jnp.float32
+    return (jax.default_backend() == "cpu" and x.ndim in (4, 5)
+            and len(k) == x.ndim - 2 and x.dtype == jnp.float32
             and all(size % 2 == 1 for size in k) and int(np.prod(k[:-1])) <= 64
             and out % LANES == 0 and available())
 
