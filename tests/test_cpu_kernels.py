@@ -24,7 +24,7 @@ from medjax import cpu_kernels
 from medjax.models import fast_layers
 
 needs_compiler = pytest.mark.skipif(
-    shutil.which(os.environ.get("CXX", "g++")) is None, reason="no C++ compiler")
+    shutil.which(cpu_kernels._compiler()) is None, reason="no C++ compiler")
 
 
 def _random(shape, seed=0):
@@ -79,6 +79,9 @@ def test_handlers_reject_bad_shapes():
         jax.block_until_ready(cpu_kernels._conv_call(x, jnp.zeros((2, 2, 2, 16))))
     with pytest.raises(Exception, match="input channels"):
         jax.block_until_ready(cpu_kernels._conv_call(x, jnp.zeros((3, 3, 3, 16))))
+    with pytest.raises(Exception, match="g must be"):  # g from another image size
+        jax.block_until_ready(cpu_kernels._weight_grad_call(
+            x, jnp.zeros((1, 4, 5, 16)), (3, 3, 2, 16)))
 
 
 @needs_compiler

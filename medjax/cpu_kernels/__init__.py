@@ -56,11 +56,14 @@ def _cpu_id() -> str:
         return platform.processor() or platform.machine()
 
 
+def _compiler() -> str:
+    return os.environ.get("CXX", "g++")
+
+
 def library_path() -> Path:
     """Where the shared library for this source, compiler and CPU lives."""
-    cxx = os.environ.get("CXX", "g++")
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cxx.encode(), " ".join(FLAGS).encode(),
+    for part in (SOURCE.read_bytes(), _compiler().encode(), " ".join(FLAGS).encode(),
                  jax.__version__.encode(), _cpu_id().encode()):
         key.update(part)
     cache = Path(os.path.expanduser(os.environ.get("MEDJAX_KERNEL_CACHE", DEFAULT_CACHE)))
@@ -70,7 +73,7 @@ def library_path() -> Path:
 def build(path: Path) -> None:
     """Compile :data:`SOURCE` into ``path`` (atomically: concurrent processes may
     build the same library)."""
-    cxx = os.environ.get("CXX", "g++")
+    cxx = _compiler()
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler {cxx!r} on PATH")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,8 +108,8 @@ def available() -> bool:
             _state["library"] = library
             _state["ok"] = True
         except Exception as error:  # noqa: BLE001: any failure means "use XLA's"
-            warnings.warn(f"medjax: CPU kernels unavailable, using XLA's convolution "
-                          f"gradients ({error})", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"medjax: CPU kernels unavailable, using XLA's "
+                          f"convolutions ({error})", RuntimeWarning, stacklevel=2)
             _state["ok"] = False
     return _state["ok"]
 
@@ -142,12 +145,17 @@ def _batch_axes(arg_shapes):
     return spec[0] if len(spec) else None
 
 
+def _spatial_factors(operands) -> tuple[list[str], list[str]]:
+    """Shardy factor names of x's spatial axes and of the kernel's."""
+    dims = len(operands[0].shape) - 2
+    return [f"s{d}" for d in range(dims)], [f"k{d}" for d in range(dims)]
+
+
 def _conv_rule(mesh, operands, results):
     # factors listed in order of first appearance, as Shardy requires
-    sp = " ".join(f"s{d}" for d in range(len(operands[0].shape) - 2))
-    ks = " ".join(f"k{d}" for d in range(len(operands[0].shape) - 2))
-    return (f"n {sp} c, {ks} c o -> n {sp} o",
-            {"need_replication_factors": (*sp.split(), "c", *ks.split(), "o")})
+    sp, ks = _spatial_factors(operands)
+    return (f"n {' '.join(sp)} c, {' '.join(ks)} c o -> n {' '.join(sp)} o",
+            {"need_replication_factors": (*sp, "c", *ks, "o")})
 
 
 def _conv_partition(mesh, arg_shapes, result_shape):
@@ -160,11 +168,10 @@ _conv_sharded.def_partition(partition=_conv_partition, sharding_rule=_conv_rule)
 
 
 def _weight_grad_rule(kernel_shape, mesh, operands, results):
-    sp = " ".join(f"s{d}" for d in range(len(operands[0].shape) - 2))
-    ks = " ".join(f"k{d}" for d in range(len(operands[0].shape) - 2))
-    return (f"n {sp} c, n {sp} o -> {ks} c o",
+    sp, ks = _spatial_factors(operands)
+    return (f"n {' '.join(sp)} c, n {' '.join(sp)} o -> {' '.join(ks)} c o",
             {"reduction_factors": ("n",),
-             "need_replication_factors": (*sp.split(), "c", "o", *ks.split())})
+             "need_replication_factors": (*sp, "c", "o", *ks)})
 
 
 def _weight_grad_partition(kernel_shape, mesh, arg_shapes, result_shape):

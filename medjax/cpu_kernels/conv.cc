@@ -70,6 +70,8 @@ struct Shape {
   }
 };
 
+int64_t Threads(ffi::ThreadPool& pool) { return std::max<int64_t>(1, pool.num_threads()); }
+
 // Runs work(chunk, worker) for chunk in [0, chunks) on the calling thread and
 // XLA's intra-op pool; worker is a dense index < the number of threads used.
 template <typename Work>
@@ -87,7 +89,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t chunks, Work work) {
       state->done.fetch_add(1, std::memory_order_release);
     }
   };
-  const int64_t threads = std::min<int64_t>(std::max<int64_t>(1, pool.num_threads()), chunks);
+  const int64_t threads = std::min<int64_t>(Threads(pool), chunks);
   // Tasks that start after all chunks are claimed return at once, touching only
   // `state`, which they share.
   for (int64_t t = 1; t < threads; ++t) {
@@ -97,8 +99,6 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t chunks, Work work) {
   run();
   while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
 }
-
-int64_t Threads(ffi::ThreadPool& pool) { return std::max<int64_t>(1, pool.num_threads()); }
 
 // ---------------------------------------------------------------------------
 // conv
@@ -286,25 +286,26 @@ ffi::Error WeightGradHandler(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                              ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dk) {
   Shape s;
   const char* error = MakeShape(x.dimensions(), dk->dimensions(), &s);
-  if (!*error && g.dimensions().back() != s.o) error = "g's channels must match dk's";
+  const auto xd = x.dimensions(), gd = g.dimensions();
+  if (!*error && (gd.size() != xd.size() || gd.back() != s.o ||
+                  !std::equal(xd.begin(), xd.end() - 1, gd.begin())))
+    error = "g must be [N, (D,) H, W, O] with x's N, D, H, W and dk's O";
   if (*error)
     return ffi::Error::InvalidArgument(std::string("medjax conv weight grad: ") + error);
   WeightGrad(pool, s, x.typed_data(), g.typed_data(), dk->typed_data());
   return ffi::Error::Success();
 }
 
+// Both handlers: XLA's thread pool, two float32 arrays in, one out.
+auto TwoBuffersToOne() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>();
+}
+
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConv, ConvHandler,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvWeightGrad, WeightGradHandler,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConv, ConvHandler, TwoBuffersToOne());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvWeightGrad, WeightGradHandler, TwoBuffersToOne());
