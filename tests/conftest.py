@@ -16,7 +16,7 @@ TINY_SPLITS = {"train": 64, "validation": 20, "test": 12}
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """A data directory shared by the session, with the tiny phantoms built."""
-    from medjax.data.builders import phantom_sources
+    from medjax.data.datasets.phantoms.builder import phantom_sources
 
     directory = str(tmp_path_factory.mktemp("medjax_data"))
     phantom_sources(image_size=32, split_sizes=TINY_SPLITS, data_dir=directory)

@@ -21,9 +21,10 @@ import time
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from medjax.cli import CONFIG_DIR, build_run
-from medjax.tasks.autoencoding import export_latents
-from medjax.train import loop, sharding
+from medjax.config import CONFIG_DIR
+from medjax.config.run import build_run
+from medjax.tasks.reconstruction.task import export_latents
+from medjax.engine import loop, sharding
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {"ae": "autoencoder", "denoising": "denoising AE", "vae": "VAE"}

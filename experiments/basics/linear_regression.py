@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from sklearn.datasets import load_diabetes  # noqa: E402
 
-from medjax import regression  # noqa: E402
+from medjax.models import linear as regression  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

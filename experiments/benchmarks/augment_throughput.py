@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage as ndi
 
-from medjax import spatial
+from medjax.ops import spatial
 from medjax.augment import Augmentation
 
 STANDARD = Augmentation(

@@ -18,7 +18,7 @@ the initialisation and the pretraining noise):
   hidden layers (flax's default init), fine-tuned identically;
 - ``sae_pretrained``: a ``StackedAutoencoder`` of the same widths pretrained
   greedily then end to end on the pool
-  (``medjax.tasks.autoencoding.train_stacked_autoencoder``); its encoder layers
+  (``medjax.tasks.reconstruction.task.train_stacked_autoencoder``); its encoder layers
   ``encoder_k`` are copied into the hidden layers ``Dense_k`` of an ``MLP``
   (``medjax.models.mlp``: Dense-ReLU layers and a linear head), fine-tuned
   identically;
@@ -68,8 +68,8 @@ from medjax.models.autoencoder import StackedAutoencoder  # noqa: E402
 from medjax.models.dbn import DBNClassifier, copy_rbm_weights  # noqa: E402
 from medjax.models.mlp import MLP  # noqa: E402
 from medjax.models.rbm import RBM  # noqa: E402
-from medjax.tasks.autoencoding import train_stacked_autoencoder  # noqa: E402
-from medjax.tasks.generative import pretrain_dbn  # noqa: E402
+from medjax.tasks.reconstruction.task import train_stacked_autoencoder  # noqa: E402
+from medjax.tasks.generative.task import pretrain_dbn  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = ("dbn_pretrained", "dbn_random", "sae_pretrained", "mlp_random")

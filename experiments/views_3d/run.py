@@ -35,7 +35,8 @@ def forward_flops(overrides: list[str]) -> float:
     import numpy as np
     from hydra import compose, initialize_config_dir
 
-    from medjax.cli import CONFIG_DIR, build_run
+    from medjax.config import CONFIG_DIR
+from medjax.config.run import build_run
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name="train", overrides=["experiment=lesion_25d", *overrides])

@@ -6,7 +6,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from medjax.data import builders, pipeline
+from medjax.data import pipeline
+from medjax.data import schema as schema_lib
+from medjax.data.datasets.phantoms import builder as builders
 from medjax.errors import ConfigError
 
 SAMPLINGS = ("uniform", "class_balanced")
@@ -32,6 +34,9 @@ class Dataset:
         sampling: ``uniform`` (each epoch a permutation) or ``class_balanced``
             (each epoch draws examples with replacement, every class equally
             likely; the class is the task's label field).
+        schema: ``{key: Role}`` of the examples' fields (``medjax.data.schema``):
+            what each field is, for augmentation, figures and task checks.
+        name: what the data is, in messages (``medjax_phantoms/torso2d_64``).
     """
 
     sources: dict[str, Any]
@@ -44,8 +49,11 @@ class Dataset:
     spacing: tuple[float, ...] | None = None
     normalize: Callable[[Any], Any] | None = None
     sampling: str = "uniform"
+    schema: dict[str, schema_lib.Role] = dataclasses.field(default_factory=dict)
+    name: str = ""
 
     def __post_init__(self):
+        schema_lib.as_schema(self.schema)  # checks validity keys
         if self.sampling not in SAMPLINGS:
             raise ValueError(
                 f"data.sampling: expected one of {SAMPLINGS}, got {self.sampling!r}"
@@ -92,6 +100,34 @@ class Dataset:
         return 1.0 / counts[labels]
 
 
+def torso_schema() -> dict[str, schema_lib.Role]:
+    """The fields of torso phantom slices and volumes (see ``torso.py``)."""
+    return {
+        "image": schema_lib.image(),
+        "mr_image": schema_lib.image(),
+        "organ_mask": schema_lib.label_map(),
+        "lesion_mask": schema_lib.instance_map(),
+        "label": schema_lib.CLASS,
+        "lesion_type": schema_lib.CLASS,
+        "lesion_centers": schema_lib.points(valid="lesion_valid"),
+        "lesion_radii": schema_lib.REGRESSION_TARGET,
+        "lesion_types": schema_lib.CLASS,
+        "lesion_valid": schema_lib.VALID,
+        "landmarks": schema_lib.points(valid="landmarks_valid"),
+        "landmarks_valid": schema_lib.VALID,
+    }
+
+
+def cine_schema() -> dict[str, schema_lib.Role]:
+    """The fields of cine phantoms: frames and masks share a time axis."""
+    return {
+        "image": schema_lib.image(time=True),
+        "mask": schema_lib.label_map(time=True),
+        "ejection_fraction": schema_lib.REGRESSION_TARGET,
+        "label": schema_lib.CLASS,
+    }
+
+
 def phantoms(
     kind: str = "torso2d",
     image_size: int = 64,
@@ -132,13 +168,15 @@ def phantoms(
         spacing=spacing,
         normalize=window if kind != "cine2d" else None,
         sampling=sampling,
+        schema=cine_schema() if kind == "cine2d" else torso_schema(),
+        name=f"medjax_phantoms/{kind}_{image_size}",
     )
 
 
 def phantom_lesions(
     kind: str = "torso2d", image_size: int = 128, **options: Any
 ) -> Dataset:
-    """One example per lesion of the torso phantoms (``medjax.data.lesions``):
+    """One example per lesion of the torso phantoms (``medjax.data.datasets.phantoms.lesions``):
     the exam's image with ``lesion_center``, ``lesion_label`` (liver hypodense,
     liver hyperdense, lung nodule) and ``lesion_radius``. Other options as
     :func:`phantoms`."""
@@ -147,14 +185,24 @@ def phantom_lesions(
     exams = phantoms(kind, image_size, **options)
 
     def build():
-        from medjax.data.lesions import LesionSource
+        from medjax.data.datasets.phantoms.lesions import LesionSource
 
         return {
             split: LesionSource(exams.sources[split], f"{kind} {split} lesions")
             for split in exams.sources
         }
 
-    return dataclasses.replace(exams, sources=builders.LazySources(exams.sources, build))
+    schema = {
+        **exams.schema,
+        "lesion_center": schema_lib.points(valid="lesion_center_valid"),
+        "lesion_center_valid": schema_lib.VALID,
+        "lesion_label": schema_lib.CLASS,
+        "lesion_radius": schema_lib.REGRESSION_TARGET,
+    }
+    return dataclasses.replace(
+        exams, sources=builders.LazySources(exams.sources, build), schema=schema,
+        name=exams.name + " lesions",
+    )
 
 
 def _float_image(record: pipeline.Example) -> pipeline.Example:
@@ -209,4 +257,6 @@ def decathlon(
             float(s) for s in np.broadcast_to(target_spacing, (len(shape),))
         ),
         normalize=normalize,
+        schema={"image": schema_lib.image(), "mask": schema_lib.label_map()},
+        name=f"decathlon {root}",
     )

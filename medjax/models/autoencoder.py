@@ -21,8 +21,8 @@ holds an encoder of the same structure and :func:`transfer_encoder` copies a
 trained autoencoder's encoder parameters into it.
 
 Losses (reconstruction error, KL, denoising corruption) live in
-``medjax.tasks.autoencoding``; greedy layer-wise pretraining of
-:class:`StackedAutoencoder` is ``medjax.tasks.autoencoding.train_stacked_autoencoder``.
+``medjax.tasks.reconstruction.task``; greedy layer-wise pretraining of
+:class:`StackedAutoencoder` is ``medjax.tasks.reconstruction.task.train_stacked_autoencoder``.
 """
 
 import math
@@ -121,7 +121,7 @@ class StackedAutoencoder(nn.Module):
     one linear) and decoder layer ``k`` (``decoder_k``) form the shallow
     autoencoder of level ``k``, which pretraining fits to the codes of level
     ``k - 1`` (level 0: the flattened image). The whole stack then trains end to
-    end like any model. See ``medjax.tasks.autoencoding.train_stacked_autoencoder``.
+    end like any model. See ``medjax.tasks.reconstruction.task.train_stacked_autoencoder``.
 
     Attributes:
         hidden: widths of the encoder layers; the last is the code size ``L``.
@@ -263,7 +263,7 @@ class VAE(ConvAutoencoder):
     The encoder gives a diagonal Gaussian posterior ``(mean, log_variance)``; in
     training the code is drawn by reparameterisation,
     ``z = mean + exp(log_variance / 2) * eps`` with ``eps`` from the ``sample`` RNG
-    stream (``medjax.train.step`` provides it); at evaluation ``z = mean``, so
+    stream (``medjax.engine.step`` provides it); at evaluation ``z = mean``, so
     reconstructions and anomaly scores are deterministic. Same fields as
     :class:`ConvAutoencoder`.
     """

@@ -1,7 +1,7 @@
 """Multistream CNN: one convolutional stream per view, fused late.
 
 Each view of an example (a local patch, a downscaled context view, the three
-orthogonal planes through a point; see :mod:`medjax.views`) goes through its own
+orthogonal planes through a point; see :mod:`medjax.ops.views`) goes through its own
 :class:`~medjax.models.cnn.ConvBackbone`, or through one shared backbone; the
 pooled features of all streams are concatenated, optionally passed through a
 hidden layer, and classified by a dense head (late fusion, as in the multi-view

@@ -8,7 +8,7 @@ import pytest
 
 from medjax.models.dbn import DBNClassifier, copy_rbm_weights, save_rbm_stack
 from medjax.models.rbm import RBM
-from medjax.tasks.generative import pretrain_dbn
+from medjax.tasks.generative.task import pretrain_dbn
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +61,9 @@ def test_weights_are_copied_exactly(pretrained, tmp_path):
 def test_fine_tuning_updates_every_layer(pretrained, tmp_path):
     """One step of the engine's train_step with ClassificationTask changes the
     pretrained layers too (end to end), not only the head."""
-    from medjax.tasks.classification import ClassificationTask
-    from medjax.train.state import create_train_state
-    from medjax.train.step import train_step
+    from medjax.tasks.classification.task import ClassificationTask
+    from medjax.engine.state import create_train_state
+    from medjax.engine.step import train_step
 
     images, layers, _ = pretrained
     path = str(tmp_path / "stack.npz")

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from medjax.models.rbm import RBM, draw_samples, rbm_tiny
-from medjax.tasks.generative import RBMTask, fit_rbm
+from medjax.tasks.generative.task import RBMTask, fit_rbm
 
 # A 2 x 3 RBM (2 visible, 3 hidden units) small enough to do by hand.
 KERNEL = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0]], np.float32)
@@ -123,8 +123,8 @@ def test_persistent_chain_is_carried_across_train_steps():
     """Through the engine's train_step: the chain starts from the first batch
     (rows repeated to num_chains), is kept in batch_stats, and the second step's
     negative phase starts from it, not from the second batch."""
-    from medjax.train.state import create_train_state
-    from medjax.train.step import train_step
+    from medjax.engine.state import create_train_state
+    from medjax.engine.step import train_step
 
     model = RBM(num_hidden=4, persistent=True, num_chains=5, cd_steps=2)
     task = RBMTask(threshold=0.5)

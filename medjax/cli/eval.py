@@ -1,0 +1,46 @@
+"""``medjax-eval run_dir=DIR``: evaluate a checkpoint of a training run."""
+
+import json
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from medjax.cli.common import (
+    CONFIG_PATH, compilation_cache, fail, quiet_libraries, quote_path_arguments, run_config,
+)
+from medjax.config.build import ConfigError
+from medjax.config.run import build_run
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
+def _eval(cfg: DictConfig) -> None:
+    from medjax.engine.loop import evaluate_checkpoint
+
+    quiet_libraries()
+    compilation_cache(cfg)
+    run_dir = cfg.run_dir
+    train_cfg = run_config("medjax-eval", run_dir)
+    if cfg.get("data_dir"):
+        train_cfg.data.data_dir = cfg.data_dir
+    try:
+        task, model, tx, data, *_ = build_run(train_cfg)
+        result = evaluate_checkpoint(
+            task=task, model=model, tx=tx, data=data, run_dir=run_dir,
+            split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
+            best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+        )
+    except (ConfigError, FileNotFoundError) as error:
+        fail("medjax-eval", error)
+    path = os.path.join(run_dir, "eval.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    sys.argv[1:] = quote_path_arguments(sys.argv[1:])
+    _eval()

@@ -1,0 +1,60 @@
+"""``medjax-predict run_dir=DIR input=PATH output=PATH``: apply a trained run to
+an image file and write the result in the input's format and geometry."""
+
+import sys
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from medjax.cli.common import (
+    CONFIG_PATH, compilation_cache, fail, quiet_libraries, quote_path_arguments, run_config,
+)
+from medjax.config.build import ConfigError
+from medjax.config.run import build_run
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="predict")
+def _predict(cfg: DictConfig) -> None:
+    from medjax.data import io
+    from medjax.inferers.segmentation import load_segmenter, write_overlay
+
+    quiet_libraries()
+    compilation_cache(cfg)
+    run_dir = cfg.run_dir
+    train_cfg = run_config("medjax-predict", run_dir)
+    try:
+        task, model, tx, data, *_ = build_run(train_cfg)
+        if not hasattr(task, "predict"):
+            raise ConfigError(f"run_dir={run_dir}: a {type(task).__name__} run; medjax-predict needs a segmentation run")
+        volume = io.load_image(cfg.input)
+        segmenter = load_segmenter(
+            task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
+            best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+        )
+        labels = segmenter(volume)
+        written = io.save_like(labels, volume, cfg.output)
+    except (ConfigError, FileNotFoundError, io.ImageFormatError) as error:
+        fail("medjax-predict", error)
+    overlay = cfg.overlay or _overlay_path(str(cfg.output))
+    write_overlay(volume, labels, overlay, segmenter.normalize)
+    counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    print(f"segmented {cfg.input} {tuple(labels.shape)} with step {segmenter.step} of {run_dir}")
+    print(f"voxels per label: {counts}")
+    print(f"wrote {written} and {overlay}")
+
+
+def _overlay_path(output: str) -> str:
+    stem = output.rstrip("/")
+    for suffix in (".nii.gz", ".nii", ".png"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return stem + "_overlay.png"
+
+
+def main() -> None:
+    sys.argv[1:] = quote_path_arguments(
+        sys.argv[1:], keys=("run_dir", "input", "output", "overlay")
+    )
+    _predict()

@@ -1,0 +1,46 @@
+"""``medjax-show data=... augment=...``: a PNG of samples before and after
+augmentation."""
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from medjax.cli.common import CONFIG_PATH, fail, quiet_libraries, quote_path_arguments
+from medjax.config.build import ConfigError, build
+
+
+@hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="show")
+def _show(cfg: DictConfig) -> None:
+    import jax
+    import numpy as np
+
+    from medjax.data import pipeline
+    from medjax.viz.samples import augment_for_display, sample_grid
+
+    quiet_libraries()
+    try:
+        data = build(cfg.data, "data")
+        augment = build(cfg.augment, "augment") if cfg.get("augment") else None
+        source = data.source(cfg.split)
+    except ConfigError as error:
+        fail("medjax-show", error)
+    count = min(int(cfg.num_examples), len(source))
+    indices = np.random.default_rng(cfg.seed).choice(len(source), count, replace=False)
+    record = source[int(indices[0])]
+    batch = pipeline.read_examples(source, indices, data.convert, tuple(record))
+    augmented = None
+    if augment is not None:
+        augmented = augment_for_display(augment, jax.random.key(cfg.seed), batch)
+    name = cfg.data.get("kind", "data")
+    augment_name = HydraConfig.get().runtime.choices.get("augment", "")
+    sample_grid(batch, augmented, cfg.output,
+                title=f"{name} {cfg.data.get('image_size', '')} ({cfg.split}); "
+                f"augment={augment_name}")
+    print(f"wrote {cfg.output}")
+
+
+def main() -> None:
+    sys.argv[1:] = quote_path_arguments(sys.argv[1:], keys=("output", "data.data_dir"))
+    _show()

@@ -1,0 +1,335 @@
+"""The training loop: resume, train, evaluate, checkpoint, report.
+
+Everything it writes goes to ``run_dir`` (see README, "The run directory")."""
+
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from medjax.data import pipeline
+from medjax.data.dataset import Dataset
+from medjax.errors import ConfigError
+from medjax.engine import reporting, sharding
+from medjax.engine.checkpoint import Checkpoints
+from medjax.engine.state import TrainState, count_params, create_train_state
+from medjax.engine.step import compile_steps
+
+
+def check_trainer_options(
+    max_steps: int, eval_every: int, checkpoint_every: int, log_every: int = 20,
+    keep_checkpoints: int = 2, best_mode: str = "max", **_: Any,
+) -> None:
+    """One-line errors for trainer options that cannot work."""
+    options = dict(
+        max_steps=max_steps, eval_every=eval_every, checkpoint_every=checkpoint_every,
+        log_every=log_every, keep_checkpoints=keep_checkpoints,
+    )
+    for name, value in options.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"trainer.{name}: expected a positive integer, got {value!r}")
+    if best_mode not in ("max", "min"):
+        raise ConfigError(f"trainer.best_mode: expected 'max' or 'min', got {best_mode!r}")
+
+
+def init_state(model, tx, data: Dataset, task, mesh, seed: int) -> TrainState:
+    """A fresh state, initialised from one example's shapes and replicated."""
+    sample = pipeline.read_examples(
+        data.source(data.train_split), [0], data.convert, task.batch_keys
+    )
+    sample["valid"] = np.ones(1, bool)
+    init_key = jax.random.fold_in(jax.random.key(seed), 0)
+    create = jax.jit(
+        lambda key: create_train_state(model, tx, task.inputs(sample), key),
+        out_shardings=sharding.replicated(mesh),
+    )
+    return create(init_key)
+
+
+def evaluate(
+    eval_fn, state: TrainState, data: Dataset, split: str, task, mesh,
+    figure_path: str | None = None,
+) -> dict:
+    """Metrics over every example of ``split`` exactly once: means of per-example
+    metrics, plus the task's split-level metrics, plus ``num_examples``. Tasks
+    that draw (``draw_cases``) draw a few cases to ``figure_path``."""
+    data_sharding = sharding.batch_sharding(mesh)
+    per_example, host_outputs = [], []
+    batches = pipeline.eval_batches(
+        data.source(split), batch_size=data.eval_batch_size, convert=data.convert,
+        keys=task.batch_keys, num_threads=data.num_threads,
+    )
+    for batch in batches:
+        batch = pipeline.to_devices(batch, data_sharding)
+        metrics, outputs = eval_fn(state, batch)
+        metrics, outputs, valid = sharding.to_host((metrics, outputs, batch["valid"]))
+        per_example.append({k: v[valid] for k, v in metrics.items()})
+        host_outputs.append({k: v[valid] for k, v in outputs.items()})
+
+    def concat(parts):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    per_example, host_outputs = concat(per_example), concat(host_outputs)
+    result = {k: float(v.mean()) for k, v in per_example.items()}
+    result.update(task.split_metrics(host_outputs))
+    result["num_examples"] = len(next(iter(per_example.values())))
+    if figure_path and hasattr(task, "draw_cases") and jax.process_index() == 0:
+        step = int(jax.device_get(state.step))
+        task.draw_cases(host_outputs, figure_path, title=f"{split}, step {step}")
+    return result
+
+
+class StopOnSignal:
+    """While active, SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's
+    pre-emption) set ``requested`` instead of interrupting: the loop finishes the
+    step it is in, logs it, saves a checkpoint and returns. A second signal
+    interrupts at once. SIGINT is taken even where a shell started the process with
+    it ignored (background jobs)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _best(records, metric: str | None, mode: str) -> dict | None:
+    ranked = [
+        r for r in records
+        if r["split"] == "validation" and metric and r.get(metric) is not None
+    ]
+    if not ranked:
+        return None
+    pick = max if mode == "max" else min
+    return pick(ranked, key=lambda r: r[metric])
+
+
+def train(
+    *,
+    task,
+    model,
+    tx,
+    data: Dataset,
+    run_dir: str,
+    max_steps: int,
+    augment=None,
+    eval_every: int,
+    checkpoint_every: int,
+    log_every: int = 20,
+    seed: int = 0,
+    keep_checkpoints: int = 2,
+    best_metric: str | None = None,
+    best_mode: str = "max",
+    config: dict[str, Any] | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = True,
+    initialize: Callable[[TrainState], TrainState] | None = None,
+    **_: Any,
+) -> dict[str, Any]:
+    """Trains until ``max_steps``, resuming from the latest checkpoint in
+    ``run_dir/checkpoints`` if there is one. ``augment`` (a
+    ``medjax.augment.Augmentation``) augments training batches on device.
+    ``initialize`` changes a fresh state before step 1 (e.g. loads pretrained
+    weights; a resumed run restores its own checkpoint instead). Other keyword
+    arguments (trainer options read elsewhere, e.g. ``max_epochs``) are ignored.
+    Returns the summary also written to ``summary.json``."""
+    check_trainer_options(
+        max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode
+    )
+    mesh = sharding.data_mesh(devices)
+    sharding.check_batch_size(data.batch_size, mesh)
+    sharding.check_batch_size(data.eval_batch_size, mesh, "data.eval_batch_size")
+    train_source = data.source(data.train_split)
+    pipeline.steps_per_epoch(len(train_source), data.batch_size)
+    os.makedirs(run_dir, exist_ok=True)
+
+    train_fn, eval_fn = compile_steps(task, mesh, augment)
+    state = init_state(model, tx, data, task, mesh, seed)
+    step_key = jax.random.fold_in(jax.random.key(seed), 1)
+    checkpoints = Checkpoints(
+        os.path.join(run_dir, "checkpoints"), keep_last=keep_checkpoints,
+        best_metric=best_metric, best_mode=best_mode,
+    )
+    start = checkpoints.latest_step() or 0
+    if start:
+        state = checkpoints.restore(state, start)
+    elif initialize is not None:
+        state = jax.device_put(initialize(state), sharding.replicated(mesh))
+    log = reporting.MetricsLog(run_dir, resume_step=start)
+    config = config or {}
+    is_main = jax.process_index() == 0
+    if is_main and progress:
+        tqdm.write(
+            f"medjax: {count_params(state.params):,} parameters on {mesh.devices.size} "
+            f"device(s) ({jax.default_backend()}); "
+            + (f"resuming at step {start}" if start else "starting at step 0")
+        )
+
+    data_sharding = sharding.batch_sharding(mesh)
+    batches = pipeline.train_batches(
+        train_source, batch_size=data.batch_size, seed=seed, start_step=start,
+        num_steps=max_steps, convert=data.convert, keys=task.batch_keys,
+        num_threads=data.num_threads,
+        sample_weights=(
+            None if data.sampling == "uniform" else data.sample_weights(task.label_key)
+        ),
+    )
+    bar = tqdm(
+        total=max_steps, initial=start, desc="train", unit="step",
+        disable=not (is_main and progress), dynamic_ncols=True,
+    )
+    window, window_start, images_per_second = [], time.perf_counter(), math.nan
+    step = start
+    with StopOnSignal() as stop:
+        for step in range(start + 1, max_steps + 1):
+            batch = pipeline.to_devices(next(batches), data_sharding)
+            state, metrics = train_fn(state, batch, step_key)
+            if window:
+                # Keep one step in flight, no more: the bar then shows real progress.
+                jax.block_until_ready(window[-1])
+            window.append(metrics)
+            last = step == max_steps or stop.requested is not None
+            if step % log_every == 0 or last:
+                means = _mean_metrics(window)
+                elapsed = time.perf_counter() - window_start
+                images_per_second = len(window) * data.batch_size / elapsed
+                log.write(step, "train", means)
+                bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{images_per_second:.0f}")
+                window, window_start = [], time.perf_counter()
+            validation = None
+            if step % eval_every == 0 or step == max_steps:
+                validation = evaluate(
+                    eval_fn, state, data, data.eval_split, task, mesh,
+                    figure_path=os.path.join(run_dir, "figures", f"validation_step_{step:06d}.png"),
+                )
+                log.write(step, "validation", validation)
+                if is_main and progress:
+                    tqdm.write(f"step {step} validation: " + ", ".join(
+                        f"{k}={v:.4f}" for k, v in validation.items() if k != "num_examples"
+                    ))
+                reporting.plot_curves(log.records, os.path.join(run_dir, "figures", "curves.png"))
+                window_start = time.perf_counter()  # evaluation is not training time
+            bar.update(1)
+            if step % checkpoint_every == 0 or validation is not None:
+                checkpoints.save(state, config, metrics=validation)
+            if stop.requested is not None:
+                break
+        bar.close()
+        interrupted = stop.requested is not None
+        checkpoints.save(state, config)
+        checkpoints.wait()
+    if interrupted and is_main:
+        tqdm.write(
+            f"medjax: stopped by {signal.Signals(stop.requested).name}; saved step {step} in "
+            f"{run_dir}: run the same command again to resume"
+        )
+    log.close()
+
+    records = log.records
+    final = {
+        split: next((r for r in reversed(records) if r["split"] == split), None)
+        for split in ("train", "validation")
+    }
+    summary = {
+        "steps": step,
+        "max_steps": max_steps,
+        "interrupted": interrupted,
+        "final": final,
+        "best": _best(records, best_metric, best_mode),
+        "best_metric": best_metric,
+        "best_checkpoint_step": checkpoints.best_step(),
+        "train_images_per_second": None if math.isnan(images_per_second) else images_per_second,
+    }
+    reporting.plot_curves(records, os.path.join(run_dir, "figures", "curves.png"))
+    if is_main:
+        reporting.write_json(os.path.join(run_dir, "summary.json"), summary)
+    checkpoints.close()
+    return summary
+
+
+def _mean_metrics(window: list[dict[str, jax.Array]]) -> dict[str, float]:
+    stacked = sharding.to_host(window)
+    return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+
+
+def restore_checkpoint(
+    state: TrainState, run_dir: str, checkpoint: str | int = "best", *,
+    best_metric: str | None = None, best_mode: str = "max",
+) -> tuple[TrainState, int]:
+    """``state`` (a template of the right structure) restored from checkpoint
+    ``best`` (by ``best_metric``), ``latest`` or a step number of ``run_dir``."""
+    checkpoints = Checkpoints(
+        os.path.join(run_dir, "checkpoints"), best_metric=best_metric, best_mode=best_mode
+    )
+    if checkpoint == "best":
+        step = checkpoints.best_step()
+    elif checkpoint == "latest":
+        step = checkpoints.latest_step()
+    else:
+        step = int(checkpoint)
+        if step not in checkpoints.manager.all_steps():
+            raise ConfigError(
+                f"checkpoint={step}: not saved; saved steps are "
+                f"{list(checkpoints.manager.all_steps())}"
+            )
+    if step is None:
+        raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints to restore")
+    state = checkpoints.restore(state, step)
+    checkpoints.close()
+    return state, step
+
+
+def evaluate_checkpoint(
+    *,
+    task,
+    model,
+    tx,
+    data: Dataset,
+    run_dir: str,
+    split: str = "test",
+    checkpoint: str | int = "best",
+    seed: int = 0,
+    best_metric: str | None = None,
+    best_mode: str = "max",
+    devices: Sequence[jax.Device] | None = None,
+) -> dict[str, Any]:
+    """Evaluates a saved checkpoint of ``run_dir`` on ``split``.
+
+    Args:
+        checkpoint: ``best`` (by ``best_metric``), ``latest``, or a step number.
+
+    Returns:
+        ``{"split", "step", "checkpoint", "metrics"}``.
+    """
+    mesh = sharding.data_mesh(devices)
+    sharding.check_batch_size(data.eval_batch_size, mesh, "data.eval_batch_size")
+    data.source(split)  # fails early on an unknown split
+    state, step = restore_checkpoint(
+        init_state(model, tx, data, task, mesh, seed), run_dir, checkpoint,
+        best_metric=best_metric, best_mode=best_mode,
+    )
+    _, eval_fn = compile_steps(task, mesh)
+    figure = os.path.join(run_dir, "figures", f"{split}_step_{step:06d}.png")
+    metrics = evaluate(eval_fn, state, data, split, task, mesh, figure_path=figure)
+    return {"split": split, "step": step, "checkpoint": str(checkpoint), "metrics": metrics}

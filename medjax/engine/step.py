@@ -1,0 +1,83 @@
+"""The pure training and evaluation steps, shared by every task, and their
+compilation over the data mesh."""
+
+from functools import partial
+
+import jax
+
+from medjax.losses import masked_mean
+from medjax.runtime import compiler_options
+from medjax.engine import sharding
+from medjax.engine.state import TrainState
+
+
+def train_step(state: TrainState, batch, key, *, task, augment=None):
+    """One optimizer update, after on-device augmentation of the batch.
+
+    Args:
+        state: replicated training state.
+        batch: dict of ``[B, ...]`` arrays, sharded over ``data``, with ``valid [B]``.
+        key: the run's base PRNG key; the step folds in ``state.step`` so a resumed
+            run draws the same numbers. The model gets two streams: ``dropout``
+            and ``sample`` (for stochastic models, e.g. an RBM's Gibbs chain).
+        task: see ``medjax.tasks.base``.
+        augment: a ``medjax.augment.Augmentation`` (or None), applied to the
+            fields named by ``task.augment_fields``.
+
+    Returns:
+        The new state and ``{metric: scalar}`` averaged over valid examples.
+    """
+    key = jax.random.fold_in(key, state.step)
+    if hasattr(task, "training_batch"):  # e.g. patches of large images
+        batch = task.training_batch(jax.random.fold_in(key, 2), batch)
+    if augment is not None:
+        batch = augment(jax.random.fold_in(key, 1), batch, **task.augment_fields)
+
+    def loss_fn(params):
+        variables = {**state.variables(), "params": params}
+        outputs, updates = state.apply_fn(
+            variables, task.inputs(batch), train=True,
+            rngs={"dropout": key, "sample": jax.random.fold_in(key, 3)},
+            mutable=["batch_stats"],
+        )
+        loss, per_example = task.loss(outputs, batch)
+        return loss, (per_example, updates.get("batch_stats", {}))
+
+    grads, (per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads, batch_stats)
+    metrics = {k: masked_mean(v, batch["valid"]) for k, v in per_example.items()}
+    return state, metrics
+
+
+def eval_step(state: TrainState, batch, *, task):
+    """Per-example metrics ``{name: [B]}`` and ``host_outputs`` for one batch; the
+    loop drops padded rows and reduces on the host. A task with ``predict`` (e.g.
+    sliding windows) decides how the model sees whole inputs."""
+
+    def apply(inputs):
+        return state.apply_fn(state.variables(), inputs, train=False)
+
+    inputs = task.inputs(batch)
+    outputs = task.predict(apply, inputs) if hasattr(task, "predict") else apply(inputs)
+    _, per_example = task.loss(outputs, batch)
+    return per_example, task.host_outputs(outputs, batch)
+
+
+def compile_steps(task, mesh, augment=None):
+    """``train_step`` and ``eval_step`` jitted once for ``mesh``: batches sharded on
+    ``data``, state and key replicated, the old state's buffers donated.
+    Augmentation runs in the training step only."""
+    data, same = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    options = compiler_options()
+    train = jax.jit(
+        partial(train_step, task=task, augment=augment),
+        in_shardings=(same, data, same),
+        out_shardings=(same, same),
+        donate_argnums=0,
+        compiler_options=options,
+    )
+    evaluate = jax.jit(
+        partial(eval_step, task=task), in_shardings=(same, data), out_shardings=data,
+        compiler_options=options,
+    )
+    return train, evaluate

@@ -1,0 +1,146 @@
+"""Every file under conf/ composes and instantiates."""
+
+import glob
+import os
+
+import flax.linen
+import pytest
+from hydra import compose, initialize_config_dir
+
+from medjax.config import CONFIG_DIR
+from medjax.config.run import build_run
+from medjax.config.build import ConfigError, build
+from tests.conftest import TINY_SPLITS
+
+GROUPS = ("task", "model", "data", "optim", "trainer", "augment", "experiment")
+OPTIONS = [
+    (group, os.path.splitext(os.path.basename(path))[0])
+    for group in GROUPS
+    for path in sorted(glob.glob(os.path.join(CONFIG_DIR, group, "*.yaml")))
+]
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def test_every_config_file_is_covered():
+    files = glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
+    covered = {os.path.join(CONFIG_DIR, g, o + ".yaml") for g, o in OPTIONS}
+    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml", "predict.yaml")}
+    assert set(files) == covered
+    assert len(OPTIONS) >= 12
+
+
+SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
+# Tasks composed with a model that fits them (the default model is a classifier).
+MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder", "anomaly": "autoencoder"}
+# Models composed with a task that feeds them (a multistream model needs views).
+TASK_FOR_MODEL = {"multistream": ["task=lesion_classification", "task.views=[local,context]"]}
+
+
+@pytest.mark.parametrize("group, option", OPTIONS)
+def test_option_composes_and_builds(group, option, data_dir, tmp_path):
+    small = "{" + ",".join(f"{k}:{v}" for k, v in SMALL_SPLITS.items()) + "}"
+    overrides = [f"{group}={option}", f"data.data_dir={data_dir}", f"data.split_sizes={small}"]
+    expected_train = SMALL_SPLITS["train"]
+    if (group, option) == ("data", "decathlon"):  # a folder of the user's: a tiny one
+        from tests.data.test_io import make_decathlon
+
+        root = tmp_path / "Task09_Tiny"
+        make_decathlon(root, count=5)
+        overrides = [f"data=decathlon", f"data.root={root}", "data.shape=[8,8,4]"]
+        expected_train = 4
+    if option == "medmnist" or option.startswith("medmnist_"):  # the user's npz: a tiny one
+        from tests.data.test_medmnist import write_medmnist_npz
+
+        write_medmnist_npz(tmp_path / "medmnist", "pathmnist")
+        overrides += [f"data.manual_dir={tmp_path / 'medmnist'}",
+                      f"data.data_dir={tmp_path / 'tfds'}", "data.batch_size=2"]
+    if group == "task" and option in MODEL_FOR_TASK:
+        overrides.append(f"model={MODEL_FOR_TASK[option]}")
+    if group == "model" and option in TASK_FOR_MODEL:
+        overrides += TASK_FOR_MODEL[option]
+    if group == "optim":
+        overrides.append("trainer.max_steps=1000")
+    if group == "trainer":  # the default optimizer warms up for longer than a smoke run
+        overrides.append("optim=adam")
+    cfg = compose_train(*overrides)
+    task, model, tx, data, augment, *_ = build_run(cfg)
+    assert isinstance(model, flax.linen.Module)
+    if cfg.data._target_.endswith("phantom_lesions"):  # one example per lesion
+        from medjax.data.datasets.phantoms.builder import phantom_sources
+
+        exams = phantom_sources(cfg.data.kind, cfg.data.image_size, SMALL_SPLITS,
+                                data_dir=data_dir)["train"]
+        expected_train = sum(int(exams[i]["lesion_valid"].sum()) for i in range(len(exams)))
+    assert len(data.source("train")) == expected_train
+    assert callable(tx.update) and task.batch_keys
+    assert callable(augment)
+
+
+def test_predict_config_composes():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="predict", overrides=["run_dir=/r", "input=a.nii.gz", "output=b.nii.gz"])
+    assert cfg.checkpoint == "best" and cfg.overlay is None
+
+
+def test_eval_config_composes():
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="eval", overrides=["run_dir=/some/run"])
+    assert cfg.split == "test" and cfg.checkpoint == "best"
+
+
+def test_show_config_composes_and_builds(data_dir):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="show", overrides=["data=phantoms_tiny", f"data.data_dir={data_dir}"])
+    assert cfg.num_examples > 0 and cfg.split == "train"
+    augment = build(cfg.augment, "augment")
+    assert augment.rotation_probability > 0  # the default shows 'standard'
+    assert len(build(cfg.data, "data").source(cfg.split)) == TINY_SPLITS["train"]
+
+
+def test_targets_outside_medjax_and_optax_are_refused():
+    cfg = compose_train()
+    cfg.model._target_ = "os.system"
+    with pytest.raises(ConfigError, match="model._target_='os.system'"):
+        build(cfg.model, "model")
+
+
+def test_unknown_argument_names_the_group():
+    cfg = compose_train("+model.depth=3")
+    with pytest.raises(ConfigError, match="^model"):
+        build(cfg.model, "model")
+
+
+def test_epochs_become_steps(data_dir):
+    cfg = compose_train("data=phantoms_tiny", f"data.data_dir={data_dir}", "optim=adam",
+                        "trainer.max_epochs=3", "trainer.eval_every_epochs=2")
+    run = build_run(cfg)
+    per_epoch = TINY_SPLITS["train"] // cfg.data.batch_size  # 64 // 8
+    assert run.trainer["max_steps"] == 3 * per_epoch
+    assert run.trainer["eval_every"] == run.trainer["checkpoint_every"] == 2 * per_epoch
+    cfg = compose_train("trainer.max_epochs=0")
+    with pytest.raises(ConfigError, match="trainer.max_epochs"):
+        build_run(cfg)
+
+
+def test_balanced_class_weights_come_from_the_training_split(data_dir):
+    import numpy as np
+
+    from medjax.data.dataset import phantoms
+
+    cfg = compose_train("data=phantoms_tiny", f"data.data_dir={data_dir}",
+                        "task.class_weights=balanced")
+    run = build_run(cfg)
+    labels = phantoms(image_size=32, split_sizes=TINY_SPLITS, data_dir=data_dir).labels(
+        "train", "label")
+    counts = np.bincount(labels, minlength=2)
+    np.testing.assert_allclose(run.task.class_weights, len(labels) / (2 * counts))
+
+
+def test_transfer_modes_need_a_checkpoint():
+    cfg = compose_train("transfer.mode=finetune")
+    with pytest.raises(ConfigError, match="transfer.checkpoint"):
+        build_run(cfg)

@@ -1,0 +1,91 @@
+"""Stopping and resuming repeats exactly what an uninterrupted run does."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from medjax.augment import Augmentation
+from medjax.models.cnn import cnn_tiny
+from medjax.tasks.classification.task import ClassificationTask
+from medjax.engine import sharding
+from medjax.engine.checkpoint import Checkpoints
+from medjax.engine.loop import init_state, train
+from medjax.engine.optim import make_optimizer
+
+N = 5  # 8 steps an epoch: resuming at 5 and running to 10 crosses an epoch
+AUGMENT = Augmentation(
+    rotation_probability=0.5, rotation_degrees=10, noise_probability=0.5,
+    noise_std_range=(0.0, 0.05),
+)
+
+
+def train_to(run_dir, data, max_steps):
+    task = ClassificationTask()
+    return train(
+        task=task,
+        model=cnn_tiny(num_classes=2, dropout_rate=0.3),  # randomness in the step
+        tx=make_optimizer("adamw", lr=1e-2, total_steps=2 * N, warmup_steps=2),
+        data=data, run_dir=str(run_dir), max_steps=max_steps, eval_every=N,
+        augment=AUGMENT,  # randomness in the data too
+        checkpoint_every=3, log_every=1, best_metric="auroc", progress=False,
+    )
+
+
+def final_state(run_dir, data, step):
+    task = ClassificationTask()
+    tx = make_optimizer("adamw", lr=1e-2, total_steps=2 * N, warmup_steps=2)
+    template = init_state(cnn_tiny(num_classes=2, dropout_rate=0.3), tx, data, task,
+                          sharding.data_mesh(), seed=0)
+    checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"))
+    assert checkpoints.latest_step() == step
+    state = jax.device_get(checkpoints.restore(template, step))
+    checkpoints.close()
+    return state
+
+
+def train_losses(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_data, tmp_path_factory):
+    straight = tmp_path_factory.mktemp("straight")
+    resumed = tmp_path_factory.mktemp("resumed")
+    train_to(straight, tiny_data, 2 * N)
+    train_to(resumed, tiny_data, N)
+    assert final_state(resumed, tiny_data, N).step == N
+    # an interrupted run may have logged past its last checkpoint: dropped on resume
+    with open(os.path.join(resumed, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": N + 1, "split": "train", "loss": 123.0}) + "\n")
+    train_to(resumed, tiny_data, 2 * N)
+    return straight, resumed
+
+
+def test_resumed_parameters_are_identical(runs, tiny_data):
+    straight, resumed = (final_state(r, tiny_data, 2 * N) for r in runs)
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resumed_losses_are_identical(runs):
+    straight, resumed = (train_losses(r) for r in runs)
+    assert [s for s, _ in straight] == list(range(1, 2 * N + 1))
+    assert straight == resumed
+
+
+def test_best_and_latest_checkpoints_are_kept(runs):
+    run_dir = runs[0]
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    steps = sorted(int(d) for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.isdigit())
+    validation = [r for r in map(json.loads, open(os.path.join(run_dir, "metrics.jsonl")))
+                  if r["split"] == "validation"]
+    best = max(validation, key=lambda r: r["auroc"])
+    assert summary["best"]["step"] == best["step"] == summary["best_checkpoint_step"]
+    # the latest two (9 and 10) and the best are kept; the rest are deleted
+    assert steps == sorted({9, 10, best["step"]})
