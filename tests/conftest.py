@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_data(data_dir):
-    from medjax.data.dataset import phantoms
+    from medjax.data.datasets.phantoms import phantoms
 
     return phantoms(
         image_size=32, split_sizes=TINY_SPLITS, data_dir=data_dir,

@@ -1,7 +1,7 @@
 """Unsupervised pretraining (DBN, stacked autoencoder) vs random initialisation
 when only a small labelled set is available.
 
-Data: ``torso2d`` phantom slices at ``--image-size`` (``medjax.data.dataset.phantoms``).
+Data: ``torso2d`` phantom slices at ``--image-size`` (``medjax.data.datasets.phantoms.phantoms``).
 The ``train`` split (``--pool`` slices) is the unlabelled pool; each seed draws
 ``--labelled`` slices of it at random and gives them their exam label (lesion
 present or not); the ``test`` split (``--test`` slices, never seen in training)
@@ -63,7 +63,7 @@ import optax  # noqa: E402
 
 from medjax import metrics  # noqa: E402
 from medjax.data import pipeline  # noqa: E402
-from medjax.data.dataset import phantoms  # noqa: E402
+from medjax.data.datasets.phantoms import phantoms  # noqa: E402
 from medjax.models.autoencoder import StackedAutoencoder  # noqa: E402
 from medjax.models.dbn import DBNClassifier, copy_rbm_weights  # noqa: E402
 from medjax.models.mlp import MLP  # noqa: E402

@@ -44,7 +44,7 @@ from sklearn.utils import check_random_state, gen_even_slices  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from medjax.data import pipeline  # noqa: E402
-from medjax.data.dataset import phantoms  # noqa: E402
+from medjax.data.datasets.phantoms import phantoms  # noqa: E402
 from medjax.models.rbm import RBM, draw_samples  # noqa: E402
 from medjax.tasks.generative.task import RBMTask, save_image_grid  # noqa: E402
 from medjax.engine import sharding  # noqa: E402

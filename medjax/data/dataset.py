@@ -2,18 +2,16 @@
 record-to-example conversion, and batch sizes."""
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from medjax.data import pipeline
 from medjax.data import schema as schema_lib
-from medjax.data.datasets.phantoms import builder as builders
 from medjax.errors import ConfigError
 
 SAMPLINGS = ("uniform", "class_balanced")
-PHANTOM_FIELD_OF_VIEW_MM = 400.0
-PHANTOM_VOLUME_LENGTH_MM = 280.0  # torso_volume spans 0.7 of the [-1, 1] z range
 
 
 @dataclasses.dataclass
@@ -98,165 +96,3 @@ class Dataset:
             )
         counts = np.bincount(labels)
         return 1.0 / counts[labels]
-
-
-def torso_schema() -> dict[str, schema_lib.Role]:
-    """The fields of torso phantom slices and volumes (see ``torso.py``)."""
-    return {
-        "image": schema_lib.image(),
-        "mr_image": schema_lib.image(),
-        "organ_mask": schema_lib.label_map(),
-        "lesion_mask": schema_lib.instance_map(),
-        "label": schema_lib.CLASS,
-        "lesion_type": schema_lib.CLASS,
-        "lesion_centers": schema_lib.points(valid="lesion_valid"),
-        "lesion_radii": schema_lib.REGRESSION_TARGET,
-        "lesion_types": schema_lib.CLASS,
-        "lesion_valid": schema_lib.VALID,
-        "landmarks": schema_lib.points(valid="landmarks_valid"),
-        "landmarks_valid": schema_lib.VALID,
-    }
-
-
-def cine_schema() -> dict[str, schema_lib.Role]:
-    """The fields of cine phantoms: frames and masks share a time axis."""
-    return {
-        "image": schema_lib.image(time=True),
-        "mask": schema_lib.label_map(time=True),
-        "ejection_fraction": schema_lib.REGRESSION_TARGET,
-        "label": schema_lib.CLASS,
-    }
-
-
-def phantoms(
-    kind: str = "torso2d",
-    image_size: int = 64,
-    split_sizes: dict[str, int] | None = None,
-    seed: int = 0,
-    data_dir: str | None = None,
-    batch_size: int = 64,
-    eval_batch_size: int = 128,
-    window_center: float = 40.0,
-    window_width: float = 400.0,
-    num_frames: int = builders.DEFAULT_NUM_FRAMES,
-    num_threads: int = 2,
-    sampling: str = "uniform",
-) -> Dataset:
-    """The built-in ``medjax_phantoms`` data (built on first use into ``data_dir``):
-    CT windowed from HU to [-1, 1], MR intensities scaled by 1/1000.
-
-    The phantoms have a nominal 400 mm in-plane field of view and volumes span
-    280 mm caudo-cranially, which sets ``spacing`` (6.25 mm at 64 pixels)."""
-    if window_width <= 0:
-        raise ValueError(f"data.window_width: expected > 0, got {window_width}")
-    window = pipeline.CTWindow(window_center, window_width)
-    spacing = (PHANTOM_FIELD_OF_VIEW_MM / image_size,) * 2
-    if kind == "torso3d":
-        spacing += (PHANTOM_VOLUME_LENGTH_MM / image_size,)
-    elif kind == "cine2d":
-        spacing = None
-    return Dataset(
-        sources=builders.lazy_phantom_sources(  # built when a split is first read
-            kind, image_size, split_sizes, seed, data_dir, num_frames
-        ),
-        convert=pipeline.phantom_example(
-            window, image_is_ct=kind != "cine2d"  # cine frames are MR
-        ),
-        batch_size=batch_size,
-        eval_batch_size=eval_batch_size,
-        num_threads=num_threads,
-        spacing=spacing,
-        normalize=window if kind != "cine2d" else None,
-        sampling=sampling,
-        schema=cine_schema() if kind == "cine2d" else torso_schema(),
-        name=f"medjax_phantoms/{kind}_{image_size}",
-    )
-
-
-def phantom_lesions(
-    kind: str = "torso2d", image_size: int = 128, **options: Any
-) -> Dataset:
-    """One example per lesion of the torso phantoms (``medjax.data.datasets.phantoms.lesions``):
-    the exam's image with ``lesion_center``, ``lesion_label`` (liver hypodense,
-    liver hyperdense, lung nodule) and ``lesion_radius``. Other options as
-    :func:`phantoms`."""
-    if kind not in ("torso2d", "torso3d"):
-        raise ValueError(f"data.kind: expected 'torso2d' or 'torso3d', got {kind!r}")
-    exams = phantoms(kind, image_size, **options)
-
-    def build():
-        from medjax.data.datasets.phantoms.lesions import LesionSource
-
-        return {
-            split: LesionSource(exams.sources[split], f"{kind} {split} lesions")
-            for split in exams.sources
-        }
-
-    schema = {
-        **exams.schema,
-        "lesion_center": schema_lib.points(valid="lesion_center_valid"),
-        "lesion_center_valid": schema_lib.VALID,
-        "lesion_label": schema_lib.CLASS,
-        "lesion_radius": schema_lib.REGRESSION_TARGET,
-    }
-    return dataclasses.replace(
-        exams, sources=builders.LazySources(exams.sources, build), schema=schema,
-        name=exams.name + " lesions",
-    )
-
-
-def _float_image(record: pipeline.Example) -> pipeline.Example:
-    """Decathlon records are already normalised: fix the dtypes only."""
-    example = {}
-    for key, value in record.items():
-        value = np.asarray(value)
-        example[key] = value.astype(np.int32) if key == "mask" else value.astype(np.float32)
-    return example
-
-
-def decathlon(
-    root: str,
-    shape: tuple[int, ...],
-    target_spacing: tuple[float, ...] | None = None,
-    normalization: str | None = None,
-    window_center: float = 40.0,
-    window_width: float = 400.0,
-    validation_fraction: float = 0.2,
-    seed: int = 0,
-    batch_size: int = 2,
-    eval_batch_size: int = 2,
-    num_threads: int = 2,
-) -> Dataset:
-    """A Medical Segmentation Decathlon-style folder (``dataset.json``,
-    ``imagesTr/``, ``labelsTr/``) split into ``train`` and ``validation``; cases
-    resampled to ``target_spacing``, normalised (``ct`` window or ``zscore``;
-    default by modality) and centre-cropped or padded to ``shape``
-    (``medjax.data.io.DecathlonSource``). Batches hold ``image`` and ``mask``."""
-    from medjax.data import io
-
-    options = dict(
-        shape=tuple(shape), validation_fraction=validation_fraction, seed=seed,
-        target_spacing=target_spacing, normalization=normalization,
-        window=(window_center, window_width),
-    )
-    try:
-        sources = io.decathlon_sources(root, **options)
-    except io.ImageFormatError as error:
-        raise ConfigError(f"data.root: {error}") from None
-    kind = sources["train"].normalization
-    if kind == "ct":
-        normalize = pipeline.CTWindow(window_center, window_width)
-    elif kind == "zscore":
-        normalize = io.zscore
-    else:
-        normalize = None
-    return Dataset(
-        sources=sources, convert=_float_image, batch_size=batch_size,
-        eval_batch_size=eval_batch_size, num_threads=num_threads,
-        spacing=None if target_spacing is None else tuple(
-            float(s) for s in np.broadcast_to(target_spacing, (len(shape),))
-        ),
-        normalize=normalize,
-        schema={"image": schema_lib.image(), "mask": schema_lib.label_map()},
-        name=f"decathlon {root}",
-    )

@@ -13,13 +13,13 @@ mesh's ``data`` axis.
 
 import dataclasses
 import functools
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import grain
 import jax
 import numpy as np
 
-from medjax.data import io
+from medjax.data import preprocess
 from medjax.errors import ConfigError
 
 Example = dict[str, np.ndarray]
@@ -34,7 +34,7 @@ class CTWindow:
     width: float = 400.0
 
     def __call__(self, hu: np.ndarray) -> np.ndarray:
-        return io.ct_window(hu, self.center, self.width)
+        return preprocess.ct_window(hu, self.center, self.width)
 
 
 def phantom_example(

@@ -129,7 +129,7 @@ def test_epochs_become_steps(data_dir):
 def test_balanced_class_weights_come_from_the_training_split(data_dir):
     import numpy as np
 
-    from medjax.data.dataset import phantoms
+    from medjax.data.datasets.phantoms import phantoms
 
     cfg = compose_train("data=phantoms_tiny", f"data.data_dir={data_dir}",
                         "task.class_weights=balanced")

@@ -83,7 +83,7 @@ def test_bad_settings_name_the_option(kwargs, option):
 
 
 def test_phantom_datasets_build_when_a_split_is_first_read(tmp_path):
-    from medjax.data.dataset import phantoms
+    from medjax.data.datasets.phantoms import phantoms
 
     data = phantoms(image_size=16, split_sizes={"train": 3, "validation": 2},
                     data_dir=str(tmp_path), batch_size=1, eval_batch_size=1)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from medjax.data.dataset import phantom_lesions
+from medjax.data.datasets.phantoms import phantom_lesions
 from medjax.models.cnn import cnn_tiny
 from medjax.models.multistream import multistream_tiny
 from medjax.tasks.classification.lesion import LesionClassificationTask

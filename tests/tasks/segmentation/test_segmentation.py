@@ -117,7 +117,7 @@ def test_3d_patch_training_and_sliding_window_evaluation_end_to_end(tmp_path):
     volumes, evaluated on whole volumes through sliding windows."""
     import json
 
-    from medjax.data.dataset import phantoms
+    from medjax.data.datasets.phantoms import phantoms
     from medjax.data.datasets.phantoms.torso import ORGAN_LABELS
     from medjax.models.unet import unet_tiny
     from medjax.engine.loop import train
@@ -147,7 +147,7 @@ def test_3d_patch_training_and_sliding_window_evaluation_end_to_end(tmp_path):
 
 
 def test_decathlon_folder_trains_end_to_end(tmp_path):
-    from medjax.data.dataset import decathlon
+    from medjax.data.datasets.decathlon import decathlon
     from medjax.models.unet import unet_tiny
     from medjax.engine.loop import train
     from medjax.engine.optim import make_optimizer

@@ -15,15 +15,14 @@ needed: arrays are stored as zlib-compressed ``Tensor`` features. Read back with
 
 import dataclasses
 import os
-from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from medjax.data.datasets.phantoms import cine
-from medjax.data.datasets.phantoms import torso as phantoms
+from medjax.data.datasets.phantoms import torso
+from medjax.data.sources import LazySources, default_data_dir
 
 DEFAULT_SPLIT_SIZES = {
     "torso2d": (("train", 4000), ("validation", 500), ("test", 500)),
@@ -88,33 +87,33 @@ def _torso_features(shape: tuple[int, ...], max_lesions: int):
     return {
         "image": _array((*shape, 1), np.int16, "CT in Hounsfield units"),
         "mr_image": _array((*shape, 1), np.int16, "MR-like T1 contrast, same anatomy"),
-        "organ_mask": _array(shape, np.uint8, f"organ labels {phantoms.ORGAN_LABELS}"),
+        "organ_mask": _array(shape, np.uint8, f"organ labels {torso.ORGAN_LABELS}"),
         "lesion_mask": _array(shape, np.uint8, "lesion instance ids, 0 = none"),
         "label": tfds.features.ClassLabel(names=["healthy", "lesion"]),
-        "lesion_type": tfds.features.ClassLabel(names=list(phantoms.LESION_TYPES)),
+        "lesion_type": tfds.features.ClassLabel(names=list(torso.LESION_TYPES)),
         "lesion_centers": _array((max_lesions, ndim), np.float32, "voxel coordinates"),
         "lesion_radii": _array((max_lesions,), np.float32, "equivalent radii, voxels"),
-        "lesion_types": _array((max_lesions,), np.int64, f"{phantoms.LESION_TYPES}"),
+        "lesion_types": _array((max_lesions,), np.int64, f"{torso.LESION_TYPES}"),
         "lesion_valid": _array((max_lesions,), np.bool_, "which lesion rows are real"),
-        "landmarks": _array((len(phantoms.LANDMARKS), ndim), np.float32,
-                            f"voxel coordinates of {phantoms.LANDMARKS}"),
-        "landmarks_valid": _array((len(phantoms.LANDMARKS),), np.bool_,
+        "landmarks": _array((len(torso.LANDMARKS), ndim), np.float32,
+                            f"voxel coordinates of {torso.LANDMARKS}"),
+        "landmarks_valid": _array((len(torso.LANDMARKS),), np.bool_,
                                   "which landmarks are present"),
     }
 
 
 def generate_case(config: PhantomConfig, split: str, index: int) -> dict[str, np.ndarray]:
     """Case ``index`` of ``split``, as the builder writes it."""
-    rng = phantoms.case_rng(config.seed, split, index)
+    rng = torso.case_rng(config.seed, split, index)
     size = config.image_size
     if config.kind == "cine2d":
         case = cine.beating_heart(rng, size, config.num_frames)
         case["image"] = case["image"][..., None]
         return case
     if config.kind == "torso2d":
-        case = phantoms.torso_slice(rng, size)
+        case = torso.torso_slice(rng, size)
     else:
-        case = phantoms.torso_volume(rng, size)
+        case = torso.torso_volume(rng, size)
     case["image"] = case["image"][..., None]
     case["mr_image"] = case["mr_image"][..., None]
     return case
@@ -169,38 +168,6 @@ class MedjaxPhantoms(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, num_examples: int):
         for index in range(num_examples):
             yield index, generate_case(self.builder_config, split, index)
-
-
-def default_data_dir() -> str:
-    """``$MEDJAX_DATA`` if set, else ``~/.cache/medjax/tensorflow_datasets``."""
-    return os.environ.get("MEDJAX_DATA") or str(
-        Path.home() / ".cache" / "medjax" / "tensorflow_datasets"
-    )
-
-
-class LazySources(Mapping):
-    """``{split: source}`` that builds the dataset the first time a source is
-    asked for, so that knowing a run's data (its splits, spacing, intensity
-    window), as ``medjax-predict`` does, builds nothing."""
-
-    def __init__(self, splits, build: Callable[[], dict[str, Any]]):
-        self._splits, self._build, self._sources = tuple(splits), build, None
-
-    def __getitem__(self, split: str):
-        if split not in self._splits:
-            raise KeyError(split)
-        if self._sources is None:
-            self._sources = self._build()
-        return self._sources[split]
-
-    def __contains__(self, split) -> bool:  # Mapping's would build
-        return split in self._splits
-
-    def __iter__(self):
-        return iter(self._splits)
-
-    def __len__(self) -> int:
-        return len(self._splits)
 
 
 def lazy_phantom_sources(

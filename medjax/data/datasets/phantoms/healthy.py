@@ -6,8 +6,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from medjax.data.dataset import Dataset
 from medjax.data.datasets.phantoms import builder as builders
-from medjax.data.dataset import Dataset, phantoms
+from medjax.data.datasets.phantoms import phantoms
 
 
 class LabelFilteredSource:
@@ -65,9 +66,9 @@ def healthy_phantoms(
     train_split: str = "train",
     **options: Any,
 ) -> Dataset:
-    """Built-in phantoms (``medjax.data.dataset.phantoms``, same options) whose
-    ``train_split`` holds only healthy cases (``label == 0``), while the other
-    splits keep healthy and lesion-bearing cases alike.
+    """Built-in phantoms (:func:`medjax.data.datasets.phantoms.phantoms`, same
+    options) whose ``train_split`` holds only healthy cases (``label == 0``),
+    while the other splits keep healthy and lesion-bearing cases alike.
 
     ``split_sizes[train_split]`` is the number of healthy training cases: the
     underlying phantom split is built larger (about twice, since half the cases

@@ -17,9 +17,9 @@ The lesion index is read once per split (every exam record is decoded once).
 import numpy as np
 from tqdm.auto import tqdm
 
-from medjax.data.datasets.phantoms import torso as phantoms
+from medjax.data.datasets.phantoms import torso
 
-LESION_CLASSES = phantoms.LESION_TYPES[1:]  # "none" is not a lesion class
+LESION_CLASSES = torso.LESION_TYPES[1:]  # "none" is not a lesion class
 
 
 class LesionSource:

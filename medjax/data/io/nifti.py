@@ -1,0 +1,124 @@
+"""NIfTI (``.nii``, ``.nii.gz``) in and out through nibabel.
+
+Arrays keep nibabel's voxel index order ``(i, j, k)`` and affine (RAS+ mm); see
+``medjax.data.io.volume`` for the conventions every loader shares.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from medjax.data.io.volume import PathLike, Volume, format_error, one_line
+
+
+def is_nifti_path(path: PathLike) -> bool:
+    """Whether the file name ends in ``.nii`` or ``.nii.gz`` (any case)."""
+    name = os.fspath(path).lower()
+    return name.endswith((".nii", ".nii.gz"))
+
+
+def load_nifti(path: PathLike) -> Volume:
+    """Reads a ``.nii`` or ``.nii.gz`` file.
+
+    Integer data without scaling keeps its integer dtype (label maps); anything
+    else (float data, or integers with ``scl_slope``/``scl_inter``) comes back as
+    float32 with the scaling applied. The affine is nibabel's (sform, else qform).
+    """
+    import nibabel as nib
+
+    if not os.path.exists(path):
+        raise format_error(path, "no such file")
+    if not is_nifti_path(path):
+        raise format_error(path, "not a NIfTI file (expected .nii or .nii.gz)")
+    try:
+        image = nib.load(os.fspath(path))
+        # np.array copies, so no memory map keeps the file open.
+        data = np.array(np.asanyarray(image.dataobj))
+    except Exception as error:  # nibabel raises several types for bad files
+        raise format_error(path, f"not a readable NIfTI file ({one_line(error)})") from None
+    if not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
+        data = data.astype(np.float32)
+    elif not data.dtype.isnative:  # e.g. big-endian int16; numpy/JAX want native
+        data = data.astype(data.dtype.newbyteorder("="))
+    return Volume(
+        array=data,
+        affine=np.asarray(image.affine, np.float64),
+        source="nifti",
+        path=os.fspath(path),
+        header=image.header.copy(),
+    )
+
+
+def _storage_dtype(array: np.ndarray) -> np.dtype:
+    """uint8 or int16 (int32 if needed) for labels; float32 for the rest."""
+    if array.dtype == np.bool_:
+        return np.dtype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low >= 0 and high <= 255:
+            return np.dtype(np.uint8)
+        if low >= -32768 and high <= 32767:
+            return np.dtype(np.int16)
+        return np.dtype(np.int32)
+    return np.dtype(np.float32)
+
+
+def save_nifti(
+    volume_or_array: Volume | np.ndarray,
+    path: PathLike,
+    *,
+    affine: np.ndarray | None = None,
+    like: Volume | None = None,
+) -> Path:
+    """Writes a ``.nii`` / ``.nii.gz`` file and returns its path.
+
+    Args:
+        volume_or_array: a Volume, or an array ``[X, Y(, Z)(, C)]`` in index order.
+        path: where to write (parent folders are made).
+        affine: ``[4, 4]`` voxel -> RAS+ mm; default: the volume's, else ``like``'s,
+            else the identity.
+        like: a reference NIfTI Volume whose header (units, intent, sform/qform
+            codes) is copied; its scaling is dropped.
+
+    Integer and bool arrays are stored as uint8 when they fit in 0..255, else int16
+    (int32 if they do not fit); floats as float32.
+    """
+    import nibabel as nib
+
+    if not is_nifti_path(path):
+        raise format_error(path, "a NIfTI file name must end in .nii or .nii.gz")
+    if isinstance(volume_or_array, Volume):
+        array = volume_or_array.array
+        if affine is None:
+            affine = volume_or_array.affine
+        if like is None and volume_or_array.header is not None:
+            like = volume_or_array
+    else:
+        array = np.asarray(volume_or_array)
+    if affine is None:
+        affine = like.affine if like is not None else np.eye(4)
+    affine = np.asarray(affine, np.float64)
+    dtype = _storage_dtype(array)
+
+    reference = getattr(like, "header", None)
+    if isinstance(reference, nib.Nifti1Header):
+        header = reference.copy()
+        sform_code = int(reference["sform_code"])
+        qform_code = int(reference["qform_code"])
+    else:
+        header = nib.Nifti1Header()
+        sform_code = qform_code = 0
+    if sform_code == 0 and qform_code == 0:
+        sform_code = qform_code = 1  # scanner anatomical, as dcm2niix writes
+    header.set_data_dtype(dtype)
+    image = nib.Nifti1Image(array.astype(dtype), affine, header)
+    image.header.set_slope_inter(np.nan, np.nan)
+    image.set_sform(affine, code=sform_code)
+    image.set_qform(affine, code=qform_code)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(image, os.fspath(path))
+    return path
