@@ -1,8 +1,8 @@
 import numpy as np
 
+from medjax.data.datasets.phantoms import phantom_lesions
 from medjax.data.datasets.phantoms import torso as phantoms
 from medjax.data.datasets.phantoms.builder import phantom_sources
-from medjax.data.datasets.phantoms import phantom_lesions
 from medjax.data.datasets.phantoms.lesions import LESION_CLASSES, LesionSource
 from tests.conftest import TINY_SPLITS
 
