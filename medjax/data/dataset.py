@@ -65,7 +65,9 @@ class Dataset:
 
     def source(self, split: str):
         if split not in self.sources:
-            raise ConfigError(f"split={split!r}: expected one of {sorted(self.sources)}")
+            raise ConfigError(
+                f"split={split!r}: expected one of {sorted(self.sources)}"
+            )
         return self.sources[split]
 
     def labels(self, split: str, key: str) -> np.ndarray:

@@ -88,7 +88,9 @@ def _process_slice(global_batch_size: int) -> slice:
 
 
 def _threads(dataset: grain.MapDataset, num_threads: int) -> Iterator[Example]:
-    options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * num_threads)
+    options = grain.ReadOptions(
+        num_threads=num_threads, prefetch_buffer_size=2 * num_threads
+    )
     return iter(dataset.to_iter_dataset(options))
 
 
@@ -138,7 +140,9 @@ def train_batches(
 
     def batch(step: int) -> Example:
         epoch, position = divmod(step, per_epoch)
-        indices = permutation(epoch)[position * batch_size : (position + 1) * batch_size]
+        indices = permutation(epoch)[
+            position * batch_size : (position + 1) * batch_size
+        ]
         examples = read_examples(source, indices[mine], convert, keys)
         examples["valid"] = np.ones(len(indices[mine]), bool)
         return examples

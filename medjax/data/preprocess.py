@@ -87,8 +87,12 @@ def resample_to_spacing(
     resampled = np.stack(
         [
             scipy.ndimage.affine_transform(
-                channels[..., c], zoom, offset=0.0, output_shape=shape,
-                order=order, mode="nearest",
+                channels[..., c],
+                zoom,
+                offset=0.0,
+                output_shape=shape,
+                order=order,
+                mode="nearest",
             )
             for c in range(channels.shape[-1])
         ],
@@ -98,7 +102,10 @@ def resample_to_spacing(
     affine = np.array(volume.affine, np.float64)
     affine[:3, :ndim] = affine[:3, :ndim] * zoom
     return dataclasses.replace(
-        volume, array=resampled.astype(out_dtype), affine=affine, source="array",
+        volume,
+        array=resampled.astype(out_dtype),
+        affine=affine,
+        source="array",
         datasets=(),
     )
 

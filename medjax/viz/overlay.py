@@ -51,8 +51,8 @@ def save_overlay_png(
     for name, other in (("mask", mask2d), ("truth", truth)):
         if other is not None and np.shape(other) != image2d.shape:
             raise format_error(
-                path, f"{name} shape {np.shape(other)} does not match image "
-                f"{image2d.shape}"
+                path,
+                f"{name} shape {np.shape(other)} does not match image {image2d.shape}",
             )
     low, high = float(np.min(image2d)), float(np.max(image2d))
     gray = (image2d - low) / (high - low) if high > low else np.zeros_like(image2d)

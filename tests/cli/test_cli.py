@@ -182,7 +182,7 @@ def test_feature_extractor_transfer_keeps_the_backbone(run_dir, data_dir, tmp_pa
 def test_medmnist_experiment_trains_by_epochs_and_evaluates(data_dir, tmp_path):
     import numpy as np
 
-    from tests.data.datasets.test_medmnist import write_medmnist_npz
+    from tests.data.datasets.medmnist.files import write_medmnist_npz
 
     counts = {"train": 16, "val": 8, "test": 12}
     arrays = write_medmnist_npz(tmp_path / "npz", "pneumoniamnist", counts=counts)

@@ -53,7 +53,7 @@ def test_option_composes_and_builds(group, option, data_dir, tmp_path):
         overrides = [f"data=decathlon", f"data.root={root}", "data.shape=[8,8,4]"]
         expected_train = 4
     if option == "medmnist" or option.startswith("medmnist_"):  # the user's npz: a tiny one
-        from tests.data.datasets.test_medmnist import write_medmnist_npz
+        from tests.data.datasets.medmnist.files import write_medmnist_npz
 
         write_medmnist_npz(tmp_path / "medmnist", "pathmnist")
         overrides += [f"data.manual_dir={tmp_path / 'medmnist'}",

@@ -33,7 +33,9 @@ def test_zscore_on_hand_values():
     image = np.array([1.0, 2.0, 3.0, 100.0])
     out = preprocess.zscore(image, mask=np.array([1, 1, 1, 0]))
     np.testing.assert_allclose(out, (image - 2.0) / np.sqrt(2 / 3), rtol=1e-6)
-    np.testing.assert_array_equal(preprocess.zscore(np.full(5, 7.0)), np.zeros(5))  # std floor
+    np.testing.assert_array_equal(
+        preprocess.zscore(np.full(5, 7.0)), np.zeros(5)
+    )  # std floor
     assert out.dtype == np.float32
 
 

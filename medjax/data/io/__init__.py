@@ -87,8 +87,9 @@ def load_image(path: PathLike) -> Volume:
     if is_dicom_file(path):
         return load_dicom_series(path)
     raise format_error(
-        path, "unknown image format (expected .nii, .nii.gz, .png, .dcm or a "
-        "DICOM directory)"
+        path,
+        "unknown image format (expected .nii, .nii.gz, .png, .dcm or a "
+        "DICOM directory)",
     )
 
 
@@ -104,8 +105,8 @@ def save_like(mask: np.ndarray, reference: Volume, path: PathLike) -> Path:
     mask = np.asarray(mask)
     if mask.shape != reference.spatial_shape:
         raise format_error(
-            path, f"mask shape {mask.shape} does not match image "
-            f"{reference.spatial_shape}"
+            path,
+            f"mask shape {mask.shape} does not match image {reference.spatial_shape}",
         )
     name = os.fspath(path).lower()
     if is_nifti_path(name):
@@ -117,6 +118,7 @@ def save_like(mask: np.ndarray, reference: Volume, path: PathLike) -> Path:
         save_dicom_series(mask, reference, path)
         return Path(path)
     raise format_error(
-        path, f"cannot write a {reference.source} reference's mask here (use "
-        ".nii.gz or .png)"
+        path,
+        f"cannot write a {reference.source} reference's mask here (use "
+        ".nii.gz or .png)",
     )

@@ -129,7 +129,9 @@ def load_dicom_series(
         files = by_series[series_uid]
     elif len(by_series) > 1:
         counts = ", ".join(f"{uid} ({len(v)} files)" for uid, v in by_series.items())
-        raise format_error(path, f"holds {len(by_series)} series: {counts}; pass series_uid=")
+        raise format_error(
+            path, f"holds {len(by_series)} series: {counts}; pass series_uid="
+        )
 
     first_file, first = files[0]
     orientation = np.asarray(
@@ -145,17 +147,21 @@ def load_dicom_series(
     positions, origins = [], []
     for file, dataset in files:
         if int(dataset.get("NumberOfFrames", 1) or 1) > 1:
-            raise format_error(file, "multi-frame DICOM is not supported (one slice per file)")
+            raise format_error(
+                file, "multi-frame DICOM is not supported (one slice per file)"
+            )
         other = np.asarray(_require(file, dataset, "ImageOrientationPatient"), float)
         if not np.allclose(other, orientation, atol=1e-4):
             raise format_error(
-                file, f"ImageOrientationPatient {other.tolist()} differs from "
-                f"{orientation.tolist()} of {first_file.name}"
+                file,
+                f"ImageOrientationPatient {other.tolist()} differs from "
+                f"{orientation.tolist()} of {first_file.name}",
             )
         if (int(dataset.Rows), int(dataset.Columns)) != size:
             raise format_error(
-                file, f"slice size {int(dataset.Rows)}x{int(dataset.Columns)} "
-                f"differs from {size[0]}x{size[1]} of {first_file.name}"
+                file,
+                f"slice size {int(dataset.Rows)}x{int(dataset.Columns)} "
+                f"differs from {size[0]}x{size[1]} of {first_file.name}",
             )
         origin = np.asarray(_require(file, dataset, "ImagePositionPatient"), float)
         origins.append(origin)
@@ -172,15 +178,17 @@ def load_dicom_series(
         for n, gap in enumerate(gaps):
             if gap <= 1e-6 * max(1.0, abs(typical)):
                 raise format_error(
-                    path, f"slices {files[n][0].name} and {files[n + 1][0].name} "
+                    path,
+                    f"slices {files[n][0].name} and {files[n + 1][0].name} "
                     f"are at the same position {positions[n]:.4g} mm (several "
-                    "echoes, phases or acquisitions in one series?)"
+                    "echoes, phases or acquisitions in one series?)",
                 )
         for n, gap in enumerate(gaps):
             if abs(gap - typical) > gap_tolerance * typical:
                 raise format_error(
-                    path, f"slice gap of {gap:.4g} mm between {files[n][0].name} and "
-                    f"{files[n + 1][0].name} differs from the series' {typical:.4g} mm"
+                    path,
+                    f"slice gap of {gap:.4g} mm between {files[n][0].name} and "
+                    f"{files[n + 1][0].name} differs from the series' {typical:.4g} mm",
                 )
         slice_spacing = float(np.mean(gaps))
     else:
@@ -194,8 +202,9 @@ def load_dicom_series(
             problem = f"cannot decode pixel data ({one_line(error)})"
             raise format_error(file, problem) from None
         if pixels.ndim != 2:
-            raise format_error(file, f"pixel data of shape {pixels.shape} is not one "
-                        "grayscale slice")
+            raise format_error(
+                file, f"pixel data of shape {pixels.shape} is not one grayscale slice"
+            )
         values = np.asarray(apply_modality_lut(pixels, dataset), np.float32)
         slices.append(values.T)  # (rows, columns) -> (i = column, j = row)
         header = copy.deepcopy(dataset)
@@ -250,18 +259,22 @@ def save_dicom_series(
         reference.array.shape[2] if reference.array.ndim >= 3 else -1
     ):
         raise format_error(
-            directory, "the reference has no DICOM slices with its geometry "
-            "(not loaded from DICOM, or resampled since)"
+            directory,
+            "the reference has no DICOM slices with its geometry "
+            "(not loaded from DICOM, or resampled since)",
         )
     mask = np.asarray(mask)
     if mask.shape != reference.spatial_shape:
         raise format_error(
-            directory, f"mask shape {mask.shape} does not match the reference "
-            f"series {reference.spatial_shape}"
+            directory,
+            f"mask shape {mask.shape} does not match the reference "
+            f"series {reference.spatial_shape}",
         )
     if not (mask.dtype == np.bool_ or np.issubdtype(mask.dtype, np.integer)):
         if not np.array_equal(mask, np.round(mask)):
-            raise format_error(directory, f"mask of dtype {mask.dtype} is not integer labels")
+            raise format_error(
+                directory, f"mask of dtype {mask.dtype} is not integer labels"
+            )
     if mask.size and (mask.min() < 0 or mask.max() > 65535):
         raise format_error(directory, "labels must lie in 0..65535 for uint16 pixels")
     if directory.exists() and any(directory.iterdir()):
@@ -274,9 +287,13 @@ def save_dicom_series(
     for k, source in enumerate(reference.datasets):
         dataset = copy.deepcopy(source)
         for keyword in (
-            "ModalityLUTSequence", "VOILUTSequence", "RescaleType",
-            "SmallestImagePixelValue", "LargestImagePixelValue",
-            "LossyImageCompression", "LossyImageCompressionRatio",
+            "ModalityLUTSequence",
+            "VOILUTSequence",
+            "RescaleType",
+            "SmallestImagePixelValue",
+            "LargestImagePixelValue",
+            "LossyImageCompression",
+            "LossyImageCompressionRatio",
             "LossyImageCompressionMethod",
         ):
             if keyword in dataset:

@@ -38,7 +38,9 @@ def load_nifti(path: PathLike) -> Volume:
         # np.array copies, so no memory map keeps the file open.
         data = np.array(np.asanyarray(image.dataobj))
     except Exception as error:  # nibabel raises several types for bad files
-        raise format_error(path, f"not a readable NIfTI file ({one_line(error)})") from None
+        raise format_error(
+            path, f"not a readable NIfTI file ({one_line(error)})"
+        ) from None
     if not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
         data = data.astype(np.float32)
     elif not data.dtype.isnative:  # e.g. big-endian int16; numpy/JAX want native

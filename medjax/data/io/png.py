@@ -31,7 +31,9 @@ def load_png(path: PathLike) -> Volume:
             else:
                 array = np.array(image.convert("L"))
     except (UnidentifiedImageError, OSError) as error:
-        raise format_error(path, f"not a readable PNG image ({one_line(error)})") from None
+        raise format_error(
+            path, f"not a readable PNG image ({one_line(error)})"
+        ) from None
     return Volume(array=array, affine=np.eye(4), source="png", path=os.fspath(path))
 
 

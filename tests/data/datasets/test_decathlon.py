@@ -49,12 +49,18 @@ def test_decathlon_splits_are_disjoint_and_deterministic(tmp_path):
     assert (len(splits["train"]), len(splits["validation"])) == (3, 1)
     train, validation = set(splits["train"].cases), set(splits["validation"].cases)
     assert not train & validation and len(train | validation) == 4
-    again = DecathlonSource(tmp_path, shape=(20, 18, 9), split="validation",
-                               validation_fraction=0.25)
+    again = DecathlonSource(
+        tmp_path, shape=(20, 18, 9), split="validation", validation_fraction=0.25
+    )
     assert again.cases == splits["validation"].cases
     chosen = {
-        DecathlonSource(tmp_path, shape=(4, 4, 4), split="validation",
-                           validation_fraction=0.25, seed=seed).cases[0]
+        DecathlonSource(
+            tmp_path,
+            shape=(4, 4, 4),
+            split="validation",
+            validation_fraction=0.25,
+            seed=seed,
+        ).cases[0]
         for seed in range(10)
     }
     assert len(chosen) > 1  # the seed picks the split
@@ -65,8 +71,9 @@ def test_decathlon_splits_are_disjoint_and_deterministic(tmp_path):
 
 def test_decathlon_item_without_resampling_is_the_windowed_case(tmp_path):
     images, labels = make_decathlon(tmp_path)
-    source = DecathlonSource(tmp_path, shape=(20, 18, 9), split="all",
-                                window=(0.0, 1000.0))
+    source = DecathlonSource(
+        tmp_path, shape=(20, 18, 9), split="all", window=(0.0, 1000.0)
+    )
     assert source.normalization == "ct"
     example = source[2]
     assert example["image"].shape == (20, 18, 9, 1)
@@ -89,9 +96,10 @@ def test_decathlon_item_without_resampling_is_the_windowed_case(tmp_path):
 
 
 def test_decathlon_resamples_crops_and_pads(tmp_path):
-    images, labels = make_decathlon(tmp_path)
-    source = DecathlonSource(tmp_path, shape=(32, 40, 16), split="all",
-                                target_spacing=1.0)
+    _, labels = make_decathlon(tmp_path)
+    source = DecathlonSource(
+        tmp_path, shape=(32, 40, 16), split="all", target_spacing=1.0
+    )
     example = source[0]
     # 20x18x9 at 2 mm is 40x36x18 at 1 mm: crop i by 8, pad j by 4, crop k by 2.
     assert example["image"].shape == (32, 40, 16, 1)
@@ -120,7 +128,9 @@ def test_decathlon_multimodal_images_are_channels_last_zscored(tmp_path):
     assert image.shape == (20, 18, 9, 2)
     np.testing.assert_allclose(image.mean(axis=(0, 1, 2)), 0, atol=1e-5)
     np.testing.assert_allclose(image.std(axis=(0, 1, 2)), 1, rtol=1e-4)
-    np.testing.assert_allclose(image[..., 1], preprocess.zscore(images[1][..., 1]), rtol=1e-6)
+    np.testing.assert_allclose(
+        image[..., 1], preprocess.zscore(images[1][..., 1]), rtol=1e-6
+    )
 
 
 def test_decathlon_errors_name_the_file(tmp_path):

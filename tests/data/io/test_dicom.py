@@ -84,7 +84,11 @@ def test_dicom_series_is_sorted_by_position_with_spacing_and_hu(tmp_path):
         np.testing.assert_array_equal(volume.array[:, :, k], (2.0 * raw[n] - 1024).T)
     np.testing.assert_allclose(volume.spacing, (0.661468, 0.661468, 2.5), rtol=1e-6)
     assert [float(d.ImagePositionPatient[2]) for d in volume.datasets] == [
-        27.5, 30.0, 32.5, 35.0, 37.5
+        27.5,
+        30.0,
+        32.5,
+        35.0,
+        37.5,
     ]
     # load_image dispatches a directory to the DICOM reader.
     np.testing.assert_array_equal(io.load_image(tmp_path / "ct").array, volume.array)

@@ -96,8 +96,9 @@ def test_nifti_errors_are_one_line(tmp_path):
         mask = np.zeros((64, 64, 30), np.uint8)
         io.save_like(mask, volume, tmp_path / "case_3.nii.gz")
     message = str(error.value)
-    assert message.endswith("case_3.nii.gz: mask shape (64, 64, 30) does not match "
-                            "image (64, 64, 31)")
+    assert message.endswith(
+        "case_3.nii.gz: mask shape (64, 64, 30) does not match image (64, 64, 31)"
+    )
     assert "\n" not in message
 
 

@@ -19,7 +19,9 @@ def _float_image(record: pipeline.Example) -> pipeline.Example:
     example = {}
     for key, value in record.items():
         value = np.asarray(value)
-        example[key] = value.astype(np.int32) if key == "mask" else value.astype(np.float32)
+        example[key] = (
+            value.astype(np.int32) if key == "mask" else value.astype(np.float32)
+        )
     return example
 
 
@@ -42,8 +44,11 @@ def decathlon(
     default by modality) and centre-cropped or padded to ``shape``
     (:class:`DecathlonSource`). Batches hold ``image`` and ``mask``."""
     options = dict(
-        shape=tuple(shape), validation_fraction=validation_fraction, seed=seed,
-        target_spacing=target_spacing, normalization=normalization,
+        shape=tuple(shape),
+        validation_fraction=validation_fraction,
+        seed=seed,
+        target_spacing=target_spacing,
+        normalization=normalization,
         window=(window_center, window_width),
     )
     try:
@@ -58,11 +63,14 @@ def decathlon(
     else:
         normalize = None
     return Dataset(
-        sources=sources, convert=_float_image, batch_size=batch_size,
-        eval_batch_size=eval_batch_size, num_threads=num_threads,
-        spacing=None if target_spacing is None else tuple(
-            float(s) for s in np.broadcast_to(target_spacing, (len(shape),))
-        ),
+        sources=sources,
+        convert=_float_image,
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        num_threads=num_threads,
+        spacing=None
+        if target_spacing is None
+        else tuple(float(s) for s in np.broadcast_to(target_spacing, (len(shape),))),
         normalize=normalize,
         schema={"image": schema_lib.image(), "mask": schema_lib.label_map()},
         name=f"decathlon {root}",

@@ -70,20 +70,27 @@ class DecathlonSource:
         description = self.root / "dataset.json"
         if not description.is_file():
             raise format_error(
-                description, "missing (a Decathlon folder has dataset.json, "
-                "imagesTr/ and labelsTr/)"
+                description,
+                "missing (a Decathlon folder has dataset.json, "
+                "imagesTr/ and labelsTr/)",
             )
         try:
             meta = json.loads(description.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise format_error(description, f"not valid JSON ({one_line(error)})") from None
+            raise format_error(
+                description, f"not valid JSON ({one_line(error)})"
+            ) from None
         training = meta.get("training")
         if not isinstance(training, list) or not training:
-            raise format_error(description, "has no 'training' list of image/label pairs")
+            raise format_error(
+                description, "has no 'training' list of image/label pairs"
+            )
         cases = []
         for number, entry in enumerate(training):
             if not isinstance(entry, Mapping) or not {"image", "label"} <= entry.keys():
-                raise format_error(description, f"training[{number}] lacks 'image'/'label'")
+                raise format_error(
+                    description, f"training[{number}] lacks 'image'/'label'"
+                )
             image = _case_path(self.root, entry["image"])
             cases.append((image, _case_path(self.root, entry["label"])))
         self.labels = {int(k): str(v) for k, v in dict(meta.get("labels", {})).items()}
@@ -134,13 +141,15 @@ class DecathlonSource:
             label_shape = nib.load(label_path).shape
             if tuple(image_shape[: len(label_shape)]) != tuple(label_shape):
                 raise format_error(
-                    label_path, f"shape {tuple(label_shape)} does not match image "
-                    f"{tuple(image_shape)}"
+                    label_path,
+                    f"shape {tuple(label_shape)} does not match image "
+                    f"{tuple(image_shape)}",
                 )
             if len(label_shape) != len(self.shape):
                 raise format_error(
-                    label_path, f"has {len(label_shape)} spatial axes but shape= "
-                    f"has {len(self.shape)}"
+                    label_path,
+                    f"has {len(label_shape)} spatial axes but shape= "
+                    f"has {len(self.shape)}",
                 )
 
     def __len__(self) -> int:
@@ -168,8 +177,8 @@ class DecathlonSource:
         ndim = label.array.ndim
         if image.array.shape[:ndim] != label.array.shape:
             raise format_error(
-                label_path, f"shape {label.array.shape} does not match image "
-                f"{image.array.shape}"
+                label_path,
+                f"shape {label.array.shape} does not match image {image.array.shape}",
             )
         labels = np.asarray(label.array)
         if not np.issubdtype(labels.dtype, np.integer):

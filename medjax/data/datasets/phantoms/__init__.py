@@ -76,7 +76,8 @@ def phantoms(
             kind, image_size, split_sizes, seed, data_dir, num_frames
         ),
         convert=pipeline.phantom_example(
-            window, image_is_ct=kind != "cine2d"  # cine frames are MR
+            window,
+            image_is_ct=kind != "cine2d",  # cine frames are MR
         ),
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
@@ -116,6 +117,8 @@ def phantom_lesions(
         "lesion_radius": schema_lib.REGRESSION_TARGET,
     }
     return dataclasses.replace(
-        exams, sources=LazySources(exams.sources, build), schema=schema,
+        exams,
+        sources=LazySources(exams.sources, build),
+        schema=schema,
         name=exams.name + " lesions",
     )

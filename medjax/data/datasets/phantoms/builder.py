@@ -73,7 +73,10 @@ def phantom_config(
     return PhantomConfig(
         name=name,
         description=f"{kind} phantoms, {image_size} px, splits {dict(sizes)}, seed {seed}",
-        kind=kind, image_size=image_size, split_sizes=sizes, seed=seed,
+        kind=kind,
+        image_size=image_size,
+        split_sizes=sizes,
+        seed=seed,
         num_frames=num_frames,
     )
 
@@ -95,14 +98,20 @@ def _torso_features(shape: tuple[int, ...], max_lesions: int):
         "lesion_radii": _array((max_lesions,), np.float32, "equivalent radii, voxels"),
         "lesion_types": _array((max_lesions,), np.int64, f"{torso.LESION_TYPES}"),
         "lesion_valid": _array((max_lesions,), np.bool_, "which lesion rows are real"),
-        "landmarks": _array((len(torso.LANDMARKS), ndim), np.float32,
-                            f"voxel coordinates of {torso.LANDMARKS}"),
-        "landmarks_valid": _array((len(torso.LANDMARKS),), np.bool_,
-                                  "which landmarks are present"),
+        "landmarks": _array(
+            (len(torso.LANDMARKS), ndim),
+            np.float32,
+            f"voxel coordinates of {torso.LANDMARKS}",
+        ),
+        "landmarks_valid": _array(
+            (len(torso.LANDMARKS),), np.bool_, "which landmarks are present"
+        ),
     }
 
 
-def generate_case(config: PhantomConfig, split: str, index: int) -> dict[str, np.ndarray]:
+def generate_case(
+    config: PhantomConfig, split: str, index: int
+) -> dict[str, np.ndarray]:
     """Case ``index`` of ``split``, as the builder writes it."""
     rng = torso.case_rng(config.seed, split, index)
     size = config.image_size
@@ -182,7 +191,9 @@ def lazy_phantom_sources(
     config = phantom_config(kind, image_size, split_sizes, seed, num_frames)
     return LazySources(
         [split for split, _ in config.split_sizes],
-        lambda: phantom_sources(kind, image_size, split_sizes, seed, data_dir, num_frames),
+        lambda: phantom_sources(
+            kind, image_size, split_sizes, seed, data_dir, num_frames
+        ),
     )
 
 
@@ -205,9 +216,12 @@ def phantom_sources(
     # A predefined config must be asked for by name (tfds refuses an equal copy).
     named = config.name in MedjaxPhantoms.builder_configs
     builder = MedjaxPhantoms(
-        config=config.name if named else config, data_dir=data_dir,
+        config=config.name if named else config,
+        data_dir=data_dir,
         file_format="array_record",
     )
     if not builder.is_prepared():
         builder.download_and_prepare()
-    return {split: builder.as_data_source(split=split) for split, _ in config.split_sizes}
+    return {
+        split: builder.as_data_source(split=split) for split, _ in config.split_sizes
+    }

@@ -2,7 +2,8 @@
 split holds healthy cases only (for anomaly detection: learn what normal looks
 like, then flag what does not fit)."""
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,14 +24,30 @@ class LabelFilteredSource:
     """
 
     def __init__(
-        self, source, keep: Sequence[int] = (0,), *, label_key: str = "label",
-        limit: int | None = None, chunk: int = 256,
+        self,
+        source,
+        keep: Sequence[int] = (0,),
+        *,
+        label_key: str = "label",
+        limit: int | None = None,
+        chunk: int = 256,
     ):
         self.source = source
-        labels = np.concatenate([
-            [int(r[label_key]) for r in source.__getitems__(list(range(i, min(i + chunk, len(source)))))]
-            for i in range(0, len(source), chunk)
-        ]) if len(source) else np.zeros(0, int)
+        labels = (
+            np.concatenate(
+                [
+                    [
+                        int(r[label_key])
+                        for r in source.__getitems__(
+                            list(range(i, min(i + chunk, len(source))))
+                        )
+                    ]
+                    for i in range(0, len(source), chunk)
+                ]
+            )
+            if len(source)
+            else np.zeros(0, int)
+        )
         indices = np.flatnonzero(np.isin(labels, list(keep)))
         if limit is not None:
             if len(indices) < limit:
@@ -76,9 +93,13 @@ def healthy_phantoms(
     healthy cases are kept. Cases are pure functions of ``(seed, split, index)``,
     so a larger build holds the same first cases.
     """
-    sizes = dict(split_sizes or builders.phantom_config(kind, image_size, None, seed).split_sizes)
+    sizes = dict(
+        split_sizes or builders.phantom_config(kind, image_size, None, seed).split_sizes
+    )
     if train_split not in sizes:
-        raise ValueError(f"data.train_split={train_split!r}: expected one of {sorted(sizes)}")
+        raise ValueError(
+            f"data.train_split={train_split!r}: expected one of {sorted(sizes)}"
+        )
     wanted = int(sizes[train_split])
     if wanted < 1:
         raise ValueError(f"data.split_sizes.{train_split}: expected >= 1, got {wanted}")
