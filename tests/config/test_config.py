@@ -46,7 +46,7 @@ def test_option_composes_and_builds(group, option, data_dir, tmp_path):
     overrides = [f"{group}={option}", f"data.data_dir={data_dir}", f"data.split_sizes={small}"]
     expected_train = SMALL_SPLITS["train"]
     if (group, option) == ("data", "decathlon"):  # a folder of the user's: a tiny one
-        from tests.data.test_io import make_decathlon
+        from tests.data.datasets.decathlon_folder import make_decathlon
 
         root = tmp_path / "Task09_Tiny"
         make_decathlon(root, count=5)

@@ -151,7 +151,7 @@ def test_decathlon_folder_trains_end_to_end(tmp_path):
     from medjax.models.unet import unet_tiny
     from medjax.engine.loop import train
     from medjax.engine.optim import make_optimizer
-    from tests.data.test_io import make_decathlon
+    from tests.data.datasets.decathlon_folder import make_decathlon
 
     make_decathlon(tmp_path / "Task09_Tiny", count=5)  # 20 x 18 x 9 at 2 mm, labels 0..2
     data = decathlon(
