@@ -1,7 +1,8 @@
 """Unsupervised pretraining (DBN, stacked autoencoder) vs random initialisation
 when only a small labelled set is available.
 
-Data: ``torso2d`` phantom slices at ``--image-size`` (``medjax.data.datasets.phantoms.phantoms``).
+Data: ``torso2d`` phantom slices at ``--image-size``
+(``medjax.data.datasets.phantoms.phantoms``).
 The ``train`` split (``--pool`` slices) is the unlabelled pool; each seed draws
 ``--labelled`` slices of it at random and gives them their exam label (lesion
 present or not); the ``test`` split (``--test`` slices, never seen in training)

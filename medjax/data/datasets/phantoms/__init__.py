@@ -72,7 +72,8 @@ def phantoms(
     elif kind == "cine2d":
         spacing = None
     return Dataset(
-        sources=phantom_builder.lazy_phantom_sources(  # built when a split is first read
+        # Built when a split is first read.
+        sources=phantom_builder.lazy_phantom_sources(
             kind, image_size, split_sizes, seed, data_dir, num_frames
         ),
         convert=pipeline.phantom_example(
@@ -93,7 +94,7 @@ def phantoms(
 def phantom_lesions(
     kind: str = "torso2d", image_size: int = 128, **options: Any
 ) -> Dataset:
-    """One example per lesion of the torso phantoms (``medjax.data.datasets.phantoms.lesions``):
+    """One example per lesion of the torso phantoms (``lesions.LesionSource``):
     the exam's image with ``lesion_center``, ``lesion_label`` (liver hypodense,
     liver hyperdense, lung nodule) and ``lesion_radius``. Other options as
     :func:`phantoms`."""
