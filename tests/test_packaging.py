@@ -47,7 +47,9 @@ def _run(command, **kwargs):
     result = subprocess.run(
         command, env=_clean_env(), capture_output=True, text=True, timeout=900, **kwargs
     )
-    assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{command}\n{result.stdout[-2000:]}{result.stderr[-4000:]}"
+    )
     return result
 
 
@@ -77,12 +79,16 @@ def _fresh_venv(path: Path, *install: str) -> Path:
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(path)
     python = path / "bin" / "python"
     # This environment's pip, installing into the other one: no ensurepip there.
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-          "--quiet", *install])
-    purelib = _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    _run([*pip, "install", "--no-deps", "--quiet", *install])
     here = "\n".join(site.getsitepackages()) + "\n"
-    (Path(purelib.stdout.strip()) / "medjax_test_parent_env.pth").write_text(here)
+    (_site_packages(python) / "medjax_test_parent_env.pth").write_text(here)
     return python
+
+
+def _site_packages(python: Path) -> Path:
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    return Path(_run([python, "-c", code]).stdout.strip())
 
 
 def _build_isolation() -> list[str]:
@@ -124,9 +130,7 @@ def test_the_wheel_carries_every_config(wheel):
 
 def test_installed_wheel_trains_from_an_empty_directory(wheel, tmp_path):
     python = _fresh_venv(tmp_path / "venv", str(wheel))
-    site_packages = Path(_run([python, "-c", "import medjax, os; "
-                               "print(os.path.dirname(os.path.dirname(medjax.__file__)))"],
-                              cwd=tmp_path).stdout.strip())
+    site_packages = _site_packages(python)
     assert site_packages.is_relative_to(tmp_path / "venv")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -139,14 +143,20 @@ def test_installed_wheel_trains_from_an_empty_directory(wheel, tmp_path):
     assert where["model"] == "medjax.models.cnn.cnn_tiny"
 
     train = [
-        str(python.parent / "medjax-train"), "model=cnn_tiny", "data=phantoms_tiny",
-        "trainer=smoke", "optim=adam", "trainer.max_steps=2", "trainer.eval_every=2",
-        "trainer.checkpoint_every=2", "optim.warmup_steps=0", "compilation_cache=null",
-        f"data.data_dir={tmp_path / 'data'}", "hydra.run.dir=run",
+        str(python.parent / "medjax-train"),
+        "model=cnn_tiny",
+        "data=phantoms_tiny",
+        "trainer=smoke",
+        "optim=adam",
+        "trainer.max_steps=2",
+        "trainer.eval_every=2",
+        "trainer.checkpoint_every=2",
+        "optim.warmup_steps=0",
+        "compilation_cache=null",
+        f"data.data_dir={tmp_path / 'data'}",
+        "hydra.run.dir=run",
     ]
-    result = subprocess.run(train, cwd=empty, env=_clean_env(), capture_output=True,
-                            text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-4000:]
+    _run(train, cwd=empty)
     with open(empty / "run" / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2]
@@ -164,8 +174,8 @@ def test_an_editable_install_finds_the_checkout_configs_anywhere(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     # medjax.conf straight from setuptools' editable finder, before medjax.config
-    found = _run([python, "-c", "import medjax.conf; print(medjax.conf.__file__)"],
-                 cwd=empty)
+    code = "import medjax.conf; print(medjax.conf.__file__)"
+    found = _run([python, "-c", code], cwd=empty)
     assert found.stdout.strip() == str(source / "conf" / "__init__.py")
     where = _where(python, empty)
     assert where["medjax"] == str(source / "medjax" / "__init__.py")
