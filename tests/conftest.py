@@ -31,3 +31,15 @@ def tiny_data(data_dir):
         image_size=32, split_sizes=TINY_SPLITS, data_dir=data_dir,
         batch_size=8, eval_batch_size=8,
     )
+
+
+CLI_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cli")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks every test in tests/cli/ ``slow``: they run the programs end to end.
+    ``python -m pytest`` runs them (as .ci/run does); ``-m "not slow"`` leaves
+    them out. Other end-to-end tests carry the marker themselves."""
+    for item in items:
+        if os.path.commonpath([str(item.path), CLI_TESTS]) == CLI_TESTS:
+            item.add_marker(pytest.mark.slow)

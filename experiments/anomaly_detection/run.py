@@ -19,9 +19,8 @@ import shutil
 import time
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from medjax.config import CONFIG_DIR
+from medjax.config import compose
 from medjax.config.run import build_run
 from medjax.tasks.reconstruction.task import export_latents
 from medjax.engine import loop, sharding
@@ -36,8 +35,7 @@ def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None
                  f"trainer.eval_every={steps}", f"trainer.checkpoint_every={steps}", *extra]
     if data_dir:
         overrides.append(f"data.data_dir={data_dir}")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose("train", overrides)
     task, model, tx, data, augment, *_ = build_run(cfg)
     run_dir = os.path.join(runs, f"{variant}{tag}_seed{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)

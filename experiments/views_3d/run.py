@@ -33,13 +33,11 @@ def forward_flops(overrides: list[str]) -> float:
     """XLA's FLOP count of one lesion's forward pass (views and model)."""
     import jax
     import numpy as np
-    from hydra import compose, initialize_config_dir
 
-    from medjax.config import CONFIG_DIR
-from medjax.config.run import build_run
+    from medjax.config import compose
+    from medjax.config.run import build_run
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="train", overrides=["experiment=lesion_25d", *overrides])
+    cfg = compose("train", ["experiment=lesion_25d", *overrides])
     run = build_run(cfg)
     batch = {"image": np.zeros((1, 64, 64, 64, 1), np.float32),
              "lesion_center": np.full((1, 1, 3), 32.0, np.float32)}

@@ -171,30 +171,24 @@ def test_manual_dir_defaults_to_medmnist_dir_then_home(tmp_path, monkeypatch):
 
 
 def test_hydra_config_builds_the_dataset(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from medjax.config import CONFIG_DIR
+    from medjax.config import compose
     from medjax.config.build import build
 
     arrays = write_medmnist_npz(tmp_path / "manual", "pathmnist")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "data=medmnist",
-                f"data.manual_dir={tmp_path / 'manual'}",
-                f"data.data_dir={tmp_path / 'tfds'}",
-            ],
-        )
+    cfg = compose(
+        "train",
+        [
+            "data=medmnist",
+            f"data.manual_dir={tmp_path / 'manual'}",
+            f"data.data_dir={tmp_path / 'tfds'}",
+        ],
+    )
     assert (cfg.data.flag, cfg.data.size, cfg.data.batch_size) == ("pathmnist", 28, 128)
     data = build(cfg.data, "data")
     assert data.batch_size == 128 and data.eval_batch_size == 256
     np.testing.assert_array_equal(
         data.source("train")[4]["image"], arrays["train_images"][4]
     )
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(
-            config_name="train", overrides=["data=medmnist", "data.flag=pathmnst"]
-        )
+    cfg = compose("train", ["data=medmnist", "data.flag=pathmnst"])
     with pytest.raises(ConfigError, match="data.flag='pathmnst'"):
         build(cfg.data, "data")
