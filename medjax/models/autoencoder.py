@@ -251,9 +251,15 @@ class ConvAutoencoder(nn.Module, Transferable):
 
     def setup(self):
         if self.spatial_dims not in (2, 3):
-            raise ValueError(f"model.spatial_dims: expected 2 or 3, got {self.spatial_dims}")
+            raise ValueError(
+                f"model.spatial_dims: expected 2 or 3, got {self.spatial_dims}"
+            )
         self.encoder = ConvEncoder(
-            tuple(self.widths), self.latent, self.spatial_dims, self.norm, self.variational
+            tuple(self.widths),
+            self.latent,
+            self.spatial_dims,
+            self.norm,
+            self.variational,
         )
         self.decoder = ConvDecoder(
             tuple(self.widths), self.spatial_dims, self.num_outputs, self.norm
@@ -270,7 +276,10 @@ class ConvAutoencoder(nn.Module, Transferable):
 
     def __call__(self, x: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
         z = self.encode(x, train=train)
-        return {"reconstruction": self.decode(z, shape=x.shape[1:-1], train=train), "latent": z}
+        return {
+            "reconstruction": self.decode(z, shape=x.shape[1:-1], train=train),
+            "latent": z,
+        }
 
 
 class VAE(ConvAutoencoder):
@@ -333,7 +342,11 @@ class EncoderClassifier(nn.Module, Transferable):
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         _check_rank("EncoderClassifier", x, self.spatial_dims)
         z = ConvEncoder(
-            tuple(self.widths), self.latent, self.spatial_dims, self.norm, name="encoder"
+            tuple(self.widths),
+            self.latent,
+            self.spatial_dims,
+            self.norm,
+            name="encoder",
         )(x, train=train)
         z = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(z))
         return nn.Dense(self.num_classes)(z)
@@ -350,9 +363,13 @@ def transfer_encoder(target_variables: dict, autoencoder_variables: dict) -> dic
     """
     for collection, tree in autoencoder_variables.items():
         if "encoder" in tree and "encoder" not in target_variables.get(collection, {}):
-            raise ValueError(f"transfer_encoder: the target has no {collection}['encoder']")
+            raise ValueError(
+                f"transfer_encoder: the target has no {collection}['encoder']"
+            )
     result, report = copy_weights(
-        target_variables, autoencoder_variables, {"encoder": "encoder"},
+        target_variables,
+        autoencoder_variables,
+        {"encoder": "encoder"},
         source_name="the autoencoder",
     )
     if report.mismatched or report.missing or report.unused:
@@ -372,3 +389,6 @@ stacked_autoencoder_tiny = partial(StackedAutoencoder, hidden=(32, 16, 8))
 stacked_autoencoder_small = partial(StackedAutoencoder, hidden=(512, 128, 32))
 vae_tiny = partial(VAE, widths=(4, 8), latent=8)
 vae_small = partial(VAE, widths=(16, 32, 64), latent=32)
+# Classifiers on the encoders of autoencoder_tiny / autoencoder_small.
+encoder_classifier_tiny = partial(EncoderClassifier, widths=(4, 8), latent=8)
+encoder_classifier_small = partial(EncoderClassifier, widths=(16, 32, 64), latent=32)

@@ -47,7 +47,9 @@ class ConvBlock(nn.Module):
         kernel = (3,) * self.spatial_dims
         strides = (self.stride,) * self.spatial_dims
         act = activation(self.activation)
-        norm = partial(normalization, self.norm, train=train, momentum=self.norm_momentum)
+        norm = partial(
+            normalization, self.norm, train=train, momentum=self.norm_momentum
+        )
         y = nn.Conv(self.features, kernel, strides, use_bias=False)(x)
         y = act(norm()(y))
         y = nn.Conv(self.features, kernel, use_bias=False)(y)
@@ -61,7 +63,9 @@ class ConvBlock(nn.Module):
         return act(y)
 
 
-def stage_counts(blocks_per_stage: int | Sequence[int], num_stages: int) -> tuple[int, ...]:
+def stage_counts(
+    blocks_per_stage: int | Sequence[int], num_stages: int
+) -> tuple[int, ...]:
     """Blocks of each stage: one count for all stages, or one per stage."""
     if isinstance(blocks_per_stage, int):
         return (blocks_per_stage,) * num_stages
@@ -117,11 +121,17 @@ class ConvBackbone(nn.Module):
         dims = self.spatial_dims
         stem_train = train and self.frozen_stages == 0
         if self.stem == "small":
-            x = nn.Conv(self.widths[0], (3,) * dims, use_bias=False, name="stem_conv")(x)
+            x = nn.Conv(self.widths[0], (3,) * dims, use_bias=False, name="stem_conv")(
+                x
+            )
         else:
             x = nn.Conv(
-                self.widths[0], (7,) * dims, (2,) * dims, padding=[(3, 3)] * dims,
-                use_bias=False, name="stem_conv",
+                self.widths[0],
+                (7,) * dims,
+                (2,) * dims,
+                padding=[(3, 3)] * dims,
+                use_bias=False,
+                name="stem_conv",
             )(x)
         stem_norm = normalization(
             self.norm, train=stem_train, momentum=self.norm_momentum, name="stem_norm"
@@ -226,7 +236,10 @@ resnet_tiny = partial(
     CNNClassifier, widths=(4, 8, 8), blocks_per_stage=(1, 2, 1), residual=True
 )
 resnet_small = partial(
-    CNNClassifier, widths=(32, 64, 128, 256), blocks_per_stage=2, residual=True,
+    CNNClassifier,
+    widths=(32, 64, 128, 256),
+    blocks_per_stage=2,
+    residual=True,
     dropout_rate=0.1,
 )
 # He et al. 2016 (and Hara et al. 2018 in 3D): basic blocks, ResNet widths.

@@ -138,9 +138,14 @@ def load_rbm_stack(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
     try:
         with np.load(path) as stored:
             count = sum(1 for name in stored.files if name.startswith("kernel_"))
-            return [(stored[f"kernel_{i}"], stored[f"hidden_bias_{i}"]) for i in range(count)]
+            return [
+                (stored[f"kernel_{i}"], stored[f"hidden_bias_{i}"])
+                for i in range(count)
+            ]
     except (OSError, KeyError) as error:
-        raise ValueError(f"model.pretrained: cannot read an RBM stack from {path}: {error}") from None
+        raise ValueError(
+            f"model.pretrained: cannot read an RBM stack from {path}: {error}"
+        ) from None
 
 
 dbn_tiny = partial(DBNClassifier, hidden_sizes=(8, 4))

@@ -36,7 +36,9 @@ def _identity(x: jnp.ndarray) -> jnp.ndarray:
 
 def largest_divisor_at_most(n: int, limit: int) -> int:
     """The largest ``d <= limit`` dividing ``n`` (1 if ``limit < 1``)."""
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0) if limit >= 1 else 1
+    return (
+        max(d for d in range(1, min(n, limit) + 1) if n % d == 0) if limit >= 1 else 1
+    )
 
 
 def check_norm(kind: str, option: str = "model.norm") -> None:

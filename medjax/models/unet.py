@@ -214,7 +214,9 @@ class UNet(nn.Module, Transferable):
             width = self._width(level)
             skip = skips[level]
             if self.upsample == "transpose":
-                x = UpConv(width, window, impl=self.conv_impl, name=f"upconv_{level}")(x)
+                x = UpConv(width, window, impl=self.conv_impl, name=f"upconv_{level}")(
+                    x
+                )
             else:
                 shape = skip.shape[:-1] + x.shape[-1:]
                 x = jax.image.resize(x, shape, method="linear")

@@ -6,6 +6,7 @@ import json
 import os
 from functools import partial
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,16 +15,14 @@ import pytest
 import yaml
 from flax import traverse_util
 
-from medjax.errors import ConfigError
-import flax.linen as nn
-
-from medjax.models.cnn import resnet_tiny
-from medjax.models.groups import Backbone, ParameterGroups, Transferable, groups_of
-from medjax.tasks.classification.task import ClassificationTask
 from medjax.engine import sharding, transfer
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.state import create_train_state
 from medjax.engine.step import train_step
+from medjax.errors import ConfigError
+from medjax.models.cnn import resnet_tiny
+from medjax.models.groups import Backbone, ParameterGroups, Transferable, groups_of
+from medjax.tasks.classification.task import ClassificationTask
 
 SAMPLE = jnp.zeros((1, 12, 12, 1))
 
@@ -326,7 +325,11 @@ HAND_GROUPS = ParameterGroups(
         Backbone(
             "backbone_0",
             (
-                ("backbone_0/stem_conv", "backbone_0/stem_norm", "backbone_0/stage0_block0"),
+                (
+                    "backbone_0/stem_conv",
+                    "backbone_0/stem_norm",
+                    "backbone_0/stage0_block0",
+                ),
                 ("backbone_0/stage1_block0",),
                 ("backbone_0/stage2_block0", "backbone_0/stage2_block1"),
             ),
@@ -396,7 +399,9 @@ HEADS = {"encoder_0/kernel", "head/kernel", "head/bias"}
     ],
 )
 def test_labels_of_hand_written_tree(mode, stages, frozen):
-    labels = labels_of(transfer.label_parameters(HAND_PARAMS, HAND_GROUPS, mode, stages))
+    labels = labels_of(
+        transfer.label_parameters(HAND_PARAMS, HAND_GROUPS, mode, stages)
+    )
     assert labels.keys() == labels_of(HAND_PARAMS).keys()
     expected = {
         path: "head" if path in HEADS else "frozen" if path in frozen else "backbone"
@@ -416,9 +421,7 @@ def test_declared_stages_of_a_resnet():
     assert backbone.stage_of(("backbone", "stem_norm", "scale")) == 0
     assert backbone.stage_of(("backbone", "stage1_block1", "Conv_0", "kernel")) == 1
     assert backbone.stage_of(("head", "kernel")) is None
-    shapes = jax.eval_shape(
-        partial(model.init, train=False), jax.random.key(0), SAMPLE
-    )
+    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), SAMPLE)
     labels = labels_of(
         transfer.label_parameters(shapes["params"], groups_of(model), "finetune", 1)
     )
@@ -592,8 +595,9 @@ class TwoTrunks(nn.Module, Transferable):
     @nn.compact
     def __call__(self, x, *, train: bool):
         x = nn.Conv(4, (3, 3), name="first")(x)
-        x = nn.BatchNorm(use_running_average=not train or self.frozen >= 1,
-                         name="first_norm_is_head")(x)
+        x = nn.BatchNorm(
+            use_running_average=not train or self.frozen >= 1, name="first_norm_is_head"
+        )(x)
         x = nn.relu(x).mean(axis=(1, 2))
         x = nn.relu(nn.Dense(5, name="second")(x))
         return nn.Dense(3, name="classifier")(x)
@@ -611,9 +615,10 @@ def test_a_model_declaring_its_groups_is_frozen_by_its_declaration(
     mode, trainable, frozen, trained
 ):
     model = transfer.prepare_model(TwoTrunks(), mode, trainable)
-    assert model.frozen == {"feature_extractor": 2, "finetune": 1 if trainable else 0}[
-        mode
-    ]
+    assert (
+        model.frozen
+        == {"feature_extractor": 2, "finetune": 1 if trainable else 0}[mode]
+    )
     tx = transfer.transfer_optimizer(
         optax.adam(1e-2), groups_of(model), mode, trainable, backbone_lr_factor=0.5
     )

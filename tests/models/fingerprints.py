@@ -50,7 +50,9 @@ def cases():
             (1, 8, 8, 2),
         ),
         "unet_tiny_group_resize": (
-            unet.unet_tiny(num_classes=2, norm="group", num_groups=3, upsample="resize"),
+            unet.unet_tiny(
+                num_classes=2, norm="group", num_groups=3, upsample="resize"
+            ),
             (1, 9, 8, 1),
         ),
         "unet_tiny_none_3d": (
@@ -80,7 +82,9 @@ def _sample(shape, seed):
 def _summary(tree) -> dict:
     """``{path: [shape, sum, sum of absolute values]}`` of a pytree of arrays."""
     if not isinstance(tree, dict):
-        tree = {"output": tree} if not isinstance(tree, tuple) else dict(enumerate(tree))
+        tree = (
+            {"output": tree} if not isinstance(tree, tuple) else dict(enumerate(tree))
+        )
     flat = traverse_util.flatten_dict(tree, sep="/") if tree else {}
     return {
         str(k): [list(np.shape(v)), float(np.sum(v)), float(np.sum(np.abs(v)))]

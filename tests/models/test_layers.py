@@ -20,8 +20,12 @@ CASES = fingerprints.cases()
 # Values of these run by default (one per factory path: group size, batch with
 # frozen stages and projections, the adapted group count of the U-Net's Norm,
 # the autoencoders); the rest compile for minutes on a busy CPU, so are slow.
-QUICK = {"cnn_tiny_group", "resnet_tiny_frozen1", "unet_tiny_group_resize",
-         "autoencoder_tiny_batch"}
+QUICK = {
+    "cnn_tiny_group",
+    "resnet_tiny_frozen1",
+    "unet_tiny_group_resize",
+    "autoencoder_tiny_batch",
+}
 
 
 def _shapes(model, shape):
@@ -39,14 +43,21 @@ def _shapes(model, shape):
         trained, updates = model.apply(
             variables, x, train=True, rngs=rngs, mutable=["batch_stats"]
         )
-        return dict(variables), model.apply(variables, x, train=False), trained, dict(
-            updates
+        return (
+            dict(variables),
+            model.apply(variables, x, train=False),
+            trained,
+            dict(updates),
         )
 
     parts = jax.eval_shape(run, x)
     return {
-        part: {path: list(leaf[0]) for path, leaf in fingerprints._summary(
-            jax.tree.map(lambda a: np.zeros(a.shape, np.float32), tree)).items()}
+        part: {
+            path: list(leaf[0])
+            for path, leaf in fingerprints._summary(
+                jax.tree.map(lambda a: np.zeros(a.shape, np.float32), tree)
+            ).items()
+        }
         for part, tree in zip(("variables", "eval", "train", "updates"), parts)
     }
 
@@ -62,7 +73,10 @@ def test_parameter_and_output_shapes_are_those_recorded_before_the_move(name):
 
 @pytest.mark.parametrize(
     "name",
-    [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in sorted(CASES)],
+    [
+        n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
+        for n in sorted(CASES)
+    ],
 )
 def test_parameters_and_outputs_are_those_recorded_before_the_move(name):
     model, shape = CASES[name]
@@ -74,7 +88,10 @@ def test_parameters_and_outputs_are_those_recorded_before_the_move(name):
         for path, (shape_, total, absolute) in expected[part].items():
             assert got[part][path][0] == shape_, (name, part, path)
             np.testing.assert_allclose(
-                got[part][path][1:], [total, absolute], rtol=1e-5, atol=1e-5,
+                got[part][path][1:],
+                [total, absolute],
+                rtol=1e-5,
+                atol=1e-5,
                 err_msg=f"{name} {part} {path}",
             )
 
@@ -85,17 +102,18 @@ class Probe(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train):
-        return layers.normalization(
-            self.kind, train=train, num_groups=self.num_groups
-        )(x)
+        return layers.normalization(self.kind, train=train, num_groups=self.num_groups)(
+            x
+        )
 
 
 def test_group_norm_by_group_size_and_by_adapted_group_count():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 3, 8)), jnp.float32)
     # group_size 4: two groups of 4 channels, each normalised over space and
     # its channels (scale 1, bias 0 at init).
-    out = Probe("group").apply(Probe("group").init(jax.random.key(0), x, train=False),
-                               x, train=False)
+    out = Probe("group").apply(
+        Probe("group").init(jax.random.key(0), x, train=False), x, train=False
+    )
     group = np.asarray(x)[..., 4:].reshape(2, -1)
     expected = (group - group.mean(1, keepdims=True)) / np.sqrt(
         group.var(1, keepdims=True) + 1e-6
@@ -116,8 +134,9 @@ def test_batch_norm_uses_batch_statistics_only_in_training():
     probe = Probe("batch")
     variables = probe.init(jax.random.key(0), x, train=False)
     # Fresh running statistics (mean 0, var 1): evaluation is nearly the identity.
-    np.testing.assert_allclose(probe.apply(variables, x, train=False), x / np.sqrt(1 + 1e-5),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        probe.apply(variables, x, train=False), x / np.sqrt(1 + 1e-5), rtol=1e-5
+    )
     trained, _ = probe.apply(variables, x, train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(np.asarray(trained).mean(0), 0.0, atol=1e-5)
 

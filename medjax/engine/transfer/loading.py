@@ -247,5 +247,3 @@ def _check_prefixes_match(
 def _top_level_names(flat_trees: dict[str, dict[Path, Any]]) -> str:
     top = sorted({p[0] for tree in flat_trees.values() for p in tree if p})
     return f"top-level names {top}"
-
-
