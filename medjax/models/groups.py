@@ -19,7 +19,7 @@ fine-tuned whole, but not frozen in part.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 Path = tuple[str, ...]
@@ -61,15 +61,6 @@ class Backbone:
                 if starts_with(path, prefix) and len(prefix) > best_length:
                     best, best_length = index, len(prefix)
         return best
-
-    def under(self, prefix: str, name: str | None = None) -> Backbone:
-        """This backbone with every path moved under ``prefix`` (the path of the
-        submodule that declared it inside the model using it)."""
-        prefix = prefix.strip("/")
-        stages = tuple(
-            tuple(f"{prefix}/{p}".strip("/") for p in stage) for stage in self.stages
-        )
-        return Backbone(name or prefix or self.name, stages)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +137,3 @@ def single_stage(name: str, subtrees: Iterable[str]) -> Backbone:
 def one_stage_each(name: str, subtrees: Sequence[str]) -> Backbone:
     """A backbone whose stages are these subtrees, in order."""
     return Backbone(name, tuple((s,) for s in subtrees))
-
-
-def stage_lengths(groups: ParameterGroups) -> Mapping[str, int]:
-    """``{backbone name: number of stages}``."""
-    return {b.name: b.num_stages for b in groups.backbones}

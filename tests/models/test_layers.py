@@ -126,7 +126,11 @@ def test_group_norm_by_group_size_and_by_adapted_group_count():
     adapted = norm.apply(norm.init(jax.random.key(0), x, train=False), x, train=False)
     np.testing.assert_allclose(adapted, out, rtol=1e-5, atol=1e-5)
     assert layers.largest_divisor_at_most(12, 5) == 4
+    assert layers.largest_divisor_at_most(12, 8) == 6
+    assert layers.largest_divisor_at_most(16, 8) == 8
+    assert layers.largest_divisor_at_most(4, 8) == 4
     assert layers.largest_divisor_at_most(7, 8) == 7
+    assert layers.largest_divisor_at_most(14, 4) == 2
 
 
 def test_batch_norm_uses_batch_statistics_only_in_training():
