@@ -92,16 +92,12 @@ def _transfer(node, model, tx):
             f"transfer.mode={mode}: needs transfer.checkpoint (a run directory or one "
             "of its checkpoints/<step> directories)"
         )
-    num_stages = len(getattr(model, "widths", ()) or ())
-    frozen = transfer.frozen_stages_for(mode, num_stages, trainable)
-    if frozen:
-        if not hasattr(model, "frozen_stages"):
-            raise ConfigError(
-                f"transfer.mode={mode}: model {type(model).__name__} cannot freeze its "
-                "normalisation statistics (no frozen_stages field)"
-            )
-        model = model.clone(frozen_stages=frozen)
-    tx = transfer.transfer_optimizer(tx, mode, trainable, factor)
+    # The model declares its backbone and stages (medjax.models.groups): frozen
+    # stages also keep their normalisation statistics.
+    model = transfer.prepare_model(model, mode, trainable)
+    tx = transfer.transfer_optimizer(
+        tx, transfer.groups_of(model), mode, trainable, factor
+    )
     subtrees = options.get("subtrees")
 
     def initialize(state):

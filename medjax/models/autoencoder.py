@@ -18,7 +18,8 @@ upsamples to the next multiple of 2**depth and crops).
 The encoder is a submodule named ``encoder`` (parameters under ``params["encoder"]``)
 so that it can serve as a transfer-learning backbone: :class:`EncoderClassifier`
 holds an encoder of the same structure and :func:`transfer_encoder` copies a
-trained autoencoder's encoder parameters into it.
+trained autoencoder's encoder parameters into it. Every model here declares its
+encoder as its backbone (``parameter_groups()``, :mod:`medjax.models.groups`).
 
 Losses (reconstruction error, KL, denoising corruption) live in
 ``medjax.tasks.reconstruction.task``; greedy layer-wise pretraining of
@@ -27,21 +28,20 @@ Losses (reconstruction error, KL, denoising corruption) live in
 
 import math
 from functools import partial
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def _norm(kind: str, train: bool) -> Any:
-    if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=0.99)
-    if kind == "group":
-        return nn.GroupNorm(num_groups=None, group_size=4)
-    if kind == "none":
-        return lambda x: x
-    raise ValueError(f"model.norm: expected 'batch', 'group' or 'none', got {kind!r}")
+from medjax.models.groups import (
+    ParameterGroups,
+    Transferable,
+    one_stage_each,
+    single_stage,
+)
+from medjax.models.layers import normalization
+from medjax.models.weights import copy_weights
 
 
 def _check_rank(name: str, x: jnp.ndarray, spatial_dims: int) -> None:
@@ -85,7 +85,7 @@ class DenseDecoder(nn.Module):
         return nn.Dense(math.prod(shape))(z).reshape((z.shape[0], *shape))
 
 
-class DenseAutoencoder(nn.Module):
+class DenseAutoencoder(nn.Module, Transferable):
     """A fully connected autoencoder of the flattened image.
 
     Attributes:
@@ -97,6 +97,9 @@ class DenseAutoencoder(nn.Module):
     hidden: Sequence[int] = (256, 64)
     latent: int = 16
     num_outputs: int = 1
+
+    def parameter_groups(self) -> ParameterGroups:
+        return ParameterGroups((single_stage("encoder", ["encoder"]),))
 
     def setup(self):
         self.encoder = DenseEncoder(tuple(self.hidden), self.latent)
@@ -115,7 +118,7 @@ class DenseAutoencoder(nn.Module):
         return {"reconstruction": self.decode(z, shape=x.shape[1:-1]), "latent": z}
 
 
-class StackedAutoencoder(nn.Module):
+class StackedAutoencoder(nn.Module, Transferable):
     """A deep dense autoencoder built for greedy layer-wise pretraining
     (Bengio et al. 2007): encoder layer ``k`` (``encoder_k``, Dense-ReLU, the last
     one linear) and decoder layer ``k`` (``decoder_k``) form the shallow
@@ -134,6 +137,10 @@ class StackedAutoencoder(nn.Module):
     @property
     def depth(self) -> int:
         return len(self.hidden)
+
+    def parameter_groups(self) -> ParameterGroups:
+        layers = [f"encoder_{k}" for k in range(self.depth)]
+        return ParameterGroups((one_stage_each("encoder", layers),))
 
     def layer_activation(self, k: int, z: jnp.ndarray) -> jnp.ndarray:
         """Encoder layer ``k``'s nonlinearity: ReLU except for the linear code."""
@@ -174,9 +181,10 @@ class ConvEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False):
         kernel, stride = (3,) * self.spatial_dims, (2,) * self.spatial_dims
+        norm = partial(normalization, self.norm, train=train)
         for width in self.widths:
-            x = nn.relu(_norm(self.norm, train)(nn.Conv(width, kernel)(x)))
-            x = nn.relu(_norm(self.norm, train)(nn.Conv(width, kernel, stride)(x)))
+            x = nn.relu(norm()(nn.Conv(width, kernel)(x)))
+            x = nn.relu(norm()(nn.Conv(width, kernel, stride)(x)))
         x = x.reshape((x.shape[0], -1))
         mean = nn.Dense(self.latent, name="latent")(x)
         if not self.variational:
@@ -202,14 +210,15 @@ class ConvDecoder(nn.Module):
         y = nn.relu(nn.Dense(math.prod(grid) * widths[0])(z))
         y = y.reshape((z.shape[0], *grid, widths[0]))
         kernel, stride = (3,) * self.spatial_dims, (2,) * self.spatial_dims
+        norm = partial(normalization, self.norm, train=train)
         for width in widths:
-            y = nn.relu(_norm(self.norm, train)(nn.ConvTranspose(width, kernel, stride)(y)))
-            y = nn.relu(_norm(self.norm, train)(nn.Conv(width, kernel)(y)))
+            y = nn.relu(norm()(nn.ConvTranspose(width, kernel, stride)(y)))
+            y = nn.relu(norm()(nn.Conv(width, kernel)(y)))
         y = nn.Conv(self.num_outputs, (1,) * self.spatial_dims)(y)
         return y[(slice(None), *(slice(0, s) for s in shape))]
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(nn.Module, Transferable):
     """Convolutional autoencoder with a vector bottleneck, for 2D images
     ``[B, H, W, C]`` and 3D volumes ``[B, H, W, D, C]`` of any size.
 
@@ -233,11 +242,24 @@ class ConvAutoencoder(nn.Module):
 
     variational = False
 
+    def parameter_groups(self) -> ParameterGroups:
+        return ParameterGroups((single_stage("encoder", ["encoder"]),))
+
+    def with_frozen_statistics(self, num_stages: int) -> "ConvAutoencoder | None":
+        # No frozen_stages field: running statistics cannot be held fixed.
+        return None if self.norm == "batch" else self
+
     def setup(self):
         if self.spatial_dims not in (2, 3):
-            raise ValueError(f"model.spatial_dims: expected 2 or 3, got {self.spatial_dims}")
+            raise ValueError(
+                f"model.spatial_dims: expected 2 or 3, got {self.spatial_dims}"
+            )
         self.encoder = ConvEncoder(
-            tuple(self.widths), self.latent, self.spatial_dims, self.norm, self.variational
+            tuple(self.widths),
+            self.latent,
+            self.spatial_dims,
+            self.norm,
+            self.variational,
         )
         self.decoder = ConvDecoder(
             tuple(self.widths), self.spatial_dims, self.num_outputs, self.norm
@@ -254,7 +276,10 @@ class ConvAutoencoder(nn.Module):
 
     def __call__(self, x: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
         z = self.encode(x, train=train)
-        return {"reconstruction": self.decode(z, shape=x.shape[1:-1], train=train), "latent": z}
+        return {
+            "reconstruction": self.decode(z, shape=x.shape[1:-1], train=train),
+            "latent": z,
+        }
 
 
 class VAE(ConvAutoencoder):
@@ -289,7 +314,7 @@ class VAE(ConvAutoencoder):
 # --------------------------------------------------------------------------------------
 
 
-class EncoderClassifier(nn.Module):
+class EncoderClassifier(nn.Module, Transferable):
     """A classifier on a (pretrained) convolutional autoencoder's encoder: the
     code ``[B, latent]``, dropout, and a Dense head to ``[B, num_classes]``.
 
@@ -306,11 +331,22 @@ class EncoderClassifier(nn.Module):
     norm: str = "none"
     dropout_rate: float = 0.0
 
+    def parameter_groups(self) -> ParameterGroups:
+        return ParameterGroups((single_stage("encoder", ["encoder"]),))
+
+    def with_frozen_statistics(self, num_stages: int) -> "EncoderClassifier | None":
+        # No frozen_stages field: running statistics cannot be held fixed.
+        return None if self.norm == "batch" else self
+
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         _check_rank("EncoderClassifier", x, self.spatial_dims)
         z = ConvEncoder(
-            tuple(self.widths), self.latent, self.spatial_dims, self.norm, name="encoder"
+            tuple(self.widths),
+            self.latent,
+            self.spatial_dims,
+            self.norm,
+            name="encoder",
         )(x, train=train)
         z = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(z))
         return nn.Dense(self.num_classes)(z)
@@ -318,25 +354,29 @@ class EncoderClassifier(nn.Module):
 
 def transfer_encoder(target_variables: dict, autoencoder_variables: dict) -> dict:
     """``target_variables`` (e.g. an :class:`EncoderClassifier`'s) with every
-    collection's ``encoder`` subtree replaced by the autoencoder's.
+    collection's ``encoder`` subtree replaced by the autoencoder's (through
+    :func:`medjax.models.weights.copy_weights`, as checkpoints are loaded).
 
     Raises:
-        ValueError: the two encoders' parameter shapes differ.
+        ValueError: the target has no encoder, or the two encoders' parameters
+            differ in names or shapes.
     """
-    result = dict(target_variables)
     for collection, tree in autoencoder_variables.items():
-        if "encoder" not in tree:
-            continue
-        if collection not in target_variables or "encoder" not in target_variables[collection]:
-            raise ValueError(f"transfer_encoder: the target has no {collection}['encoder']")
-        ours = jax.tree.map(jnp.shape, target_variables[collection]["encoder"])
-        theirs = jax.tree.map(jnp.shape, tree["encoder"])
-        if ours != theirs:
+        if "encoder" in tree and "encoder" not in target_variables.get(collection, {}):
             raise ValueError(
-                f"transfer_encoder: encoder shapes differ: {theirs} (autoencoder) vs "
-                f"{ours} (target)"
+                f"transfer_encoder: the target has no {collection}['encoder']"
             )
-        result[collection] = {**target_variables[collection], "encoder": tree["encoder"]}
+    result, report = copy_weights(
+        target_variables,
+        autoencoder_variables,
+        {"encoder": "encoder"},
+        source_name="the autoencoder",
+    )
+    if report.mismatched or report.missing or report.unused:
+        raise ValueError(
+            f"transfer_encoder: encoder shapes differ: mismatched {report.mismatched}, "
+            f"missing in the autoencoder {report.missing}, unused {report.unused}"
+        )
     return result
 
 
@@ -349,3 +389,6 @@ stacked_autoencoder_tiny = partial(StackedAutoencoder, hidden=(32, 16, 8))
 stacked_autoencoder_small = partial(StackedAutoencoder, hidden=(512, 128, 32))
 vae_tiny = partial(VAE, widths=(4, 8), latent=8)
 vae_small = partial(VAE, widths=(16, 32, 64), latent=32)
+# Classifiers on the encoders of autoencoder_tiny / autoencoder_small.
+encoder_classifier_tiny = partial(EncoderClassifier, widths=(4, 8), latent=8)
+encoder_classifier_small = partial(EncoderClassifier, widths=(16, 32, 64), latent=32)

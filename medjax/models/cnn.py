@@ -5,9 +5,10 @@ He et al. 2016); every stage after the first halves the resolution with a stride
 first block. Global average pooling gives the features; dropout and a dense head
 give the logits.
 
-Parameter names are part of the interface (transfer learning matches them by
-path): the feature extractor is the subtree ``backbone`` (``stem_conv``,
-``stem_norm``, then ``stage{i}_block{j}``) and the classifier is ``head``.
+Parameter names are part of the interface (checkpoints are loaded by path): the
+feature extractor is the subtree ``backbone`` (``stem_conv``, ``stem_norm``, then
+``stage{i}_block{j}``) and the classifier is ``head``; ``parameter_groups()``
+declares the backbone and its stages for transfer learning.
 
 Stems: ``small`` is one 3x3 convolution at full resolution (CIFAR-style, as
 MedMNIST v2 uses for 28-pixel images); ``imagenet`` is the original 7x7 stride-2
@@ -23,17 +24,10 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medjax.models.groups import Backbone, ParameterGroups, Transferable
+from medjax.models.layers import activation, normalization
+
 STEMS = ("small", "imagenet")
-
-
-def _norm(kind: str, train: bool, momentum: float = 0.99, name: str | None = None):
-    if kind == "batch":
-        return nn.BatchNorm(use_running_average=not train, momentum=momentum, name=name)
-    if kind == "group":
-        return nn.GroupNorm(num_groups=None, group_size=4, name=name)
-    if kind == "none":
-        return lambda x: x
-    raise ValueError(f"model.norm: expected 'batch', 'group' or 'none', got {kind!r}")
 
 
 class ConvBlock(nn.Module):
@@ -46,25 +40,32 @@ class ConvBlock(nn.Module):
     residual: bool = False
     norm: str = "batch"
     norm_momentum: float = 0.99
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         kernel = (3,) * self.spatial_dims
         strides = (self.stride,) * self.spatial_dims
+        act = activation(self.activation)
+        norm = partial(
+            normalization, self.norm, train=train, momentum=self.norm_momentum
+        )
         y = nn.Conv(self.features, kernel, strides, use_bias=False)(x)
-        y = nn.relu(_norm(self.norm, train, self.norm_momentum)(y))
+        y = act(norm()(y))
         y = nn.Conv(self.features, kernel, use_bias=False)(y)
-        y = _norm(self.norm, train, self.norm_momentum)(y)
+        y = norm()(y)
         if self.residual:
             if x.shape[-1] != self.features or self.stride != 1:
                 ones = (1,) * self.spatial_dims
                 x = nn.Conv(self.features, ones, strides, use_bias=False)(x)
-                x = _norm(self.norm, train, self.norm_momentum)(x)
+                x = norm()(x)
             y = y + x
-        return nn.relu(y)
+        return act(y)
 
 
-def stage_counts(blocks_per_stage: int | Sequence[int], num_stages: int) -> tuple[int, ...]:
+def stage_counts(
+    blocks_per_stage: int | Sequence[int], num_stages: int
+) -> tuple[int, ...]:
     """Blocks of each stage: one count for all stages, or one per stage."""
     if isinstance(blocks_per_stage, int):
         return (blocks_per_stage,) * num_stages
@@ -75,6 +76,20 @@ def stage_counts(blocks_per_stage: int | Sequence[int], num_stages: int) -> tupl
             f"got {list(counts)}"
         )
     return counts
+
+
+def backbone_stages(
+    widths: Sequence[int], blocks_per_stage: int | Sequence[int], name: str
+) -> Backbone:
+    """The stages of a :class:`ConvBackbone` named ``name`` inside its parent:
+    ``stage{i}_block{j}`` of each width, the stem with the first."""
+    counts = stage_counts(blocks_per_stage, len(widths))
+    stages = [
+        tuple(f"{name}/stage{stage}_block{block}" for block in range(count))
+        for stage, count in enumerate(counts)
+    ]
+    stages[0] = (f"{name}/stem_conv", f"{name}/stem_norm", *stages[0])
+    return Backbone(name, tuple(stages))
 
 
 class ConvBackbone(nn.Module):
@@ -91,6 +106,7 @@ class ConvBackbone(nn.Module):
     norm_momentum: float = 0.99
     stem: str = "small"
     frozen_stages: int = 0
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -105,13 +121,22 @@ class ConvBackbone(nn.Module):
         dims = self.spatial_dims
         stem_train = train and self.frozen_stages == 0
         if self.stem == "small":
-            x = nn.Conv(self.widths[0], (3,) * dims, use_bias=False, name="stem_conv")(x)
+            x = nn.Conv(self.widths[0], (3,) * dims, use_bias=False, name="stem_conv")(
+                x
+            )
         else:
             x = nn.Conv(
-                self.widths[0], (7,) * dims, (2,) * dims, padding=[(3, 3)] * dims,
-                use_bias=False, name="stem_conv",
+                self.widths[0],
+                (7,) * dims,
+                (2,) * dims,
+                padding=[(3, 3)] * dims,
+                use_bias=False,
+                name="stem_conv",
             )(x)
-        x = nn.relu(_norm(self.norm, stem_train, self.norm_momentum, name="stem_norm")(x))
+        stem_norm = normalization(
+            self.norm, train=stem_train, momentum=self.norm_momentum, name="stem_norm"
+        )
+        x = activation(self.activation)(stem_norm(x))
         if self.stem == "imagenet":
             x = nn.max_pool(x, (3,) * dims, (2,) * dims, padding=[(1, 1)] * dims)
         for stage, (width, count) in enumerate(zip(self.widths, counts)):
@@ -119,13 +144,19 @@ class ConvBackbone(nn.Module):
             for block in range(count):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = ConvBlock(
-                    width, dims, stride, self.residual, self.norm, self.norm_momentum,
+                    width,
+                    dims,
+                    stride,
+                    self.residual,
+                    self.norm,
+                    self.norm_momentum,
+                    self.activation,
                     name=f"stage{stage}_block{block}",
                 )(x, train=stage_train)
         return jnp.mean(x, axis=tuple(range(1, 1 + dims)))
 
 
-class CNNClassifier(nn.Module):
+class CNNClassifier(nn.Module, Transferable):
     """Image or volume classifier.
 
     Attributes:
@@ -136,13 +167,19 @@ class CNNClassifier(nn.Module):
             (ResNet-34: ``(3, 4, 6, 3)``).
         residual: residual (ResNet basic) blocks instead of plain ones.
         spatial_dims: 2 for images ``[B, H, W, C]``, 3 for volumes ``[B, H, W, D, C]``.
-        norm: 'batch', 'group' or 'none'.
+        norm: 'batch', 'instance', 'group' (4 channels per group) or 'none'
+            (:func:`medjax.models.layers.normalization`).
         norm_momentum: BatchNorm running-average momentum (Flax's default 0.99
             averages over about 100 steps, steadying evaluation).
         stem: 'small' (3x3, full resolution) or 'imagenet' (7x7/2 and max pool).
         frozen_stages: the stem and this many first stages normalise with their
             running statistics even in training (their BatchNorm is frozen).
         dropout_rate: dropout before the dense head.
+        activation: the blocks' nonlinearity
+            (:func:`medjax.models.layers.activation`).
+
+    Parameter groups: the backbone ``backbone``, one stage per width (the stem
+    with the first); the head ``head``.
     """
 
     num_classes: int
@@ -155,6 +192,28 @@ class CNNClassifier(nn.Module):
     stem: str = "small"
     frozen_stages: int = 0
     dropout_rate: float = 0.0
+    activation: str = "relu"
+
+    def _backbone(self) -> ConvBackbone:
+        return ConvBackbone(
+            widths=tuple(self.widths),
+            blocks_per_stage=self.blocks_per_stage,
+            residual=self.residual,
+            spatial_dims=self.spatial_dims,
+            norm=self.norm,
+            norm_momentum=self.norm_momentum,
+            stem=self.stem,
+            frozen_stages=self.frozen_stages,
+            activation=self.activation,
+            name="backbone",
+        )
+
+    def parameter_groups(self) -> ParameterGroups:
+        stages = backbone_stages(self.widths, self.blocks_per_stage, "backbone")
+        return ParameterGroups((stages,))
+
+    def with_frozen_statistics(self, num_stages: int) -> "CNNClassifier":
+        return self.clone(frozen_stages=num_stages)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -165,11 +224,7 @@ class CNNClassifier(nn.Module):
                 f"rank {self.spatial_dims + 2} (batch, spatial..., channels), "
                 f"got shape {x.shape}"
             )
-        x = ConvBackbone(
-            tuple(self.widths), self.blocks_per_stage, self.residual, self.spatial_dims,
-            self.norm, self.norm_momentum, self.stem, self.frozen_stages,
-            name="backbone",
-        )(x, train=train)
+        x = self._backbone()(x, train=train)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="head")(x)
 
@@ -181,7 +236,10 @@ resnet_tiny = partial(
     CNNClassifier, widths=(4, 8, 8), blocks_per_stage=(1, 2, 1), residual=True
 )
 resnet_small = partial(
-    CNNClassifier, widths=(32, 64, 128, 256), blocks_per_stage=2, residual=True,
+    CNNClassifier,
+    widths=(32, 64, 128, 256),
+    blocks_per_stage=2,
+    residual=True,
     dropout_rate=0.1,
 )
 # He et al. 2016 (and Hara et al. 2018 in 3D): basic blocks, ResNet widths.

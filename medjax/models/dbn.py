@@ -24,8 +24,11 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from medjax.models.groups import ParameterGroups, Transferable, one_stage_each
+from medjax.models.weights import copy_weights
 
-class DBNClassifier(nn.Module):
+
+class DBNClassifier(nn.Module, Transferable):
     """Sigmoid MLP on flattened (optionally binarised) inputs, then a linear head.
 
     Attributes:
@@ -38,7 +41,9 @@ class DBNClassifier(nn.Module):
             start from its weights instead of a random initialisation (the head
             is always fresh). A path keeps the module hashable and configurable.
 
-    Parameters: ``layer_{l}/{kernel,bias}`` and ``head/{kernel,bias}``.
+    Parameters: ``layer_{l}/{kernel,bias}`` and ``head/{kernel,bias}``. Parameter
+    groups: the hidden layers are the backbone, one stage each (no running
+    statistics to freeze); ``head`` is the head.
     """
 
     num_classes: int
@@ -46,6 +51,10 @@ class DBNClassifier(nn.Module):
     threshold: float | None = 0.0
     dropout_rate: float = 0.0
     pretrained: str | None = None
+
+    def parameter_groups(self) -> ParameterGroups:
+        layers = [f"layer_{index}" for index in range(len(self.hidden_sizes))]
+        return ParameterGroups((one_stage_each("rbm_layers", layers),))
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -94,15 +103,24 @@ def rbm_layers(rbm_variables: Sequence[dict]) -> list[tuple[np.ndarray, np.ndarr
 
 def copy_rbm_weights(params: dict, rbm_variables: Sequence[dict]) -> dict:
     """``params`` of a ``DBNClassifier`` with ``layer_l`` replaced by RBM ``l``'s
-    weights and hidden biases (exact copies); the head is kept."""
-    params = dict(params)
-    for index, (kernel, bias) in enumerate(rbm_layers(rbm_variables)):
-        name = f"layer_{index}"
-        expected = params[name]["kernel"].shape
-        if kernel.shape != expected:
-            raise ValueError(f"copy_rbm_weights: RBM {index} is {kernel.shape}, {name} is {expected}")
-        params[name] = {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}
-    return params
+    weights and hidden biases (exact copies, through
+    :func:`medjax.models.weights.copy_weights`); the head is kept."""
+    stack = {
+        f"layer_{index}": {"kernel": kernel, "bias": bias}
+        for index, (kernel, bias) in enumerate(rbm_layers(rbm_variables))
+    }
+    copied, report = copy_weights(
+        {"params": params},
+        {"params": stack},
+        {name: name for name in stack},
+        source_name="the RBM stack",
+    )
+    if report.mismatched or report.unused:
+        raise ValueError(
+            f"copy_rbm_weights: the RBM stack does not fit the classifier: "
+            f"shapes {report.mismatched}, without a layer {report.unused}"
+        )
+    return copied["params"]
 
 
 def save_rbm_stack(path: str, rbm_variables: Sequence[dict]) -> None:
@@ -120,9 +138,14 @@ def load_rbm_stack(path: str) -> list[tuple[np.ndarray, np.ndarray]]:
     try:
         with np.load(path) as stored:
             count = sum(1 for name in stored.files if name.startswith("kernel_"))
-            return [(stored[f"kernel_{i}"], stored[f"hidden_bias_{i}"]) for i in range(count)]
+            return [
+                (stored[f"kernel_{i}"], stored[f"hidden_bias_{i}"])
+                for i in range(count)
+            ]
     except (OSError, KeyError) as error:
-        raise ValueError(f"model.pretrained: cannot read an RBM stack from {path}: {error}") from None
+        raise ValueError(
+            f"model.pretrained: cannot read an RBM stack from {path}: {error}"
+        ) from None
 
 
 dbn_tiny = partial(DBNClassifier, hidden_sizes=(8, 4))

@@ -8,12 +8,12 @@ hidden layer, and classified by a dense head (late fusion, as in the multi-view
 nodule detector of Setio et al. 2016 and the 2.5D classifiers of Roth et al.
 2014).
 
-Parameter names are part of the interface (transfer learning matches them by
-path and treats every top-level subtree whose name starts with ``backbone`` as
-feature extractor): one shared backbone is ``backbone``, separate ones are
-``backbone_0``, ``backbone_1``, ... in the order of the views; inside each,
-``stem_*`` and ``stage{i}_block{j}`` as in :mod:`medjax.models.cnn`. The optional
-hidden layer is ``fusion`` and the classifier ``head``.
+Parameter names are part of the interface (checkpoints are loaded by path): one
+shared backbone is ``backbone``, separate ones are ``backbone_0``,
+``backbone_1``, ... in the order of the views; inside each, ``stem_*`` and
+``stage{i}_block{j}`` as in :mod:`medjax.models.cnn`. The optional hidden layer
+is ``fusion`` and the classifier ``head``. ``parameter_groups()`` declares every
+backbone, with its stages, for transfer learning; fusion and head are the head.
 """
 
 from collections.abc import Sequence
@@ -22,10 +22,11 @@ from functools import partial
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.cnn import RESNET_WIDTHS, ConvBackbone
+from medjax.models.cnn import RESNET_WIDTHS, ConvBackbone, backbone_stages
+from medjax.models.groups import ParameterGroups, Transferable
 
 
-class MultistreamCNN(nn.Module):
+class MultistreamCNN(nn.Module, Transferable):
     """Late-fusion classifier over several views of each example.
 
     Attributes:
@@ -43,6 +44,7 @@ class MultistreamCNN(nn.Module):
         fusion_hidden: width of a hidden Dense+ReLU layer after concatenating the
             stream features; 0 for none (the head sees the features directly).
         dropout_rate: dropout before the head.
+        activation: the backbones' nonlinearity.
     """
 
     num_classes: int
@@ -58,6 +60,23 @@ class MultistreamCNN(nn.Module):
     frozen_stages: int = 0
     fusion_hidden: int = 0
     dropout_rate: float = 0.0
+    activation: str = "relu"
+
+    def _backbone_names(self) -> tuple[str, ...]:
+        if self.shared_weights:
+            return ("backbone",)
+        return tuple(f"backbone_{index}" for index in range(self.num_streams))
+
+    def parameter_groups(self) -> ParameterGroups:
+        return ParameterGroups(
+            tuple(
+                backbone_stages(self.widths, self.blocks_per_stage, name)
+                for name in self._backbone_names()
+            )
+        )
+
+    def with_frozen_statistics(self, num_stages: int) -> "MultistreamCNN":
+        return self.clone(frozen_stages=num_stages)
 
     def _stream_dims(self) -> tuple[int, ...]:
         if isinstance(self.spatial_dims, int):
@@ -77,14 +96,15 @@ class MultistreamCNN(nn.Module):
 
     def _backbone(self, spatial_dims: int, name: str) -> ConvBackbone:
         return ConvBackbone(
-            tuple(self.widths),
-            self.blocks_per_stage,
-            self.residual,
-            spatial_dims,
-            self.norm,
-            self.norm_momentum,
-            self.stem,
-            self.frozen_stages,
+            widths=tuple(self.widths),
+            blocks_per_stage=self.blocks_per_stage,
+            residual=self.residual,
+            spatial_dims=spatial_dims,
+            norm=self.norm,
+            norm_momentum=self.norm_momentum,
+            stem=self.stem,
+            frozen_stages=self.frozen_stages,
+            activation=self.activation,
             name=name,
         )
 
@@ -114,16 +134,17 @@ class MultistreamCNN(nn.Module):
                     f"MultistreamCNN: views have different batch sizes, "
                     f"{[v.shape[0] for v in views]}"
                 )
+        names = self._backbone_names()
         if self.shared_weights:
             # Applied view by view (not concatenated along the batch) so views of
             # different sizes work and each view is normalised by its own
             # statistics, exactly as a separate backbone with tied weights.
-            backbone = self._backbone(dims[0], "backbone")
+            backbone = self._backbone(dims[0], names[0])
             features = [backbone(view, train=train) for view in views]
         else:
             features = [
-                self._backbone(d, f"backbone_{index}")(view, train=train)
-                for index, (view, d) in enumerate(zip(views, dims))
+                self._backbone(d, name)(view, train=train)
+                for name, view, d in zip(names, views, dims)
             ]
         x = jnp.concatenate(features, axis=-1)
         if self.fusion_hidden:

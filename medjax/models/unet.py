@@ -19,34 +19,10 @@ import jax
 import jax.numpy as jnp
 
 from medjax.models.fast_layers import Conv, UpConv, max_pool, resolve_conv_impl
+from medjax.models.groups import ParameterGroups, Transferable, one_stage_each
+from medjax.models.layers import NORMS, Norm, activation
 
-NORMS = ("batch", "instance", "group", "none")
 UPSAMPLES = ("transpose", "resize")
-
-
-def _largest_divisor_at_most(n: int, limit: int) -> int:
-    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
-
-
-class _Norm(nn.Module):
-    """Normalisation selected by name; ``group`` uses the largest divisor of the
-    width that is at most ``num_groups`` groups."""
-
-    kind: str
-    num_groups: int = 8
-    momentum: float = 0.99
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-        if self.kind == "batch":
-            bn = nn.BatchNorm(use_running_average=not train, momentum=self.momentum)
-            return bn(x)
-        if self.kind == "instance":
-            return nn.InstanceNorm()(x)
-        if self.kind == "group":
-            groups = _largest_divisor_at_most(x.shape[-1], self.num_groups)
-            return nn.GroupNorm(num_groups=groups)(x)
-        return x
 
 
 class UNetBlock(nn.Module):
@@ -60,27 +36,36 @@ class UNetBlock(nn.Module):
     norm_momentum: float = 0.99
     residual: bool = False
     conv_impl: str = "auto"
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         kernel = (3,) * self.spatial_dims
         # a bias before a normalisation layer is redundant
         bias = self.norm == "none"
-        norm = partial(_Norm, self.norm, self.num_groups, self.norm_momentum)
+        act = activation(self.activation)
+
+        def norm(index: int) -> Norm:
+            # Named as the U-Net's own norm module was (``_Norm_0``, ...), so
+            # checkpoints from before models.layers load unchanged.
+            return Norm(
+                self.norm, self.num_groups, self.norm_momentum, name=f"_Norm_{index}"
+            )
+
         conv = partial(Conv, use_bias=bias, impl=self.conv_impl)
         y = conv(self.features, kernel)(x)
-        y = nn.relu(norm()(y, train=train))
+        y = act(norm(0)(y, train=train))
         y = conv(self.features, kernel)(y)
-        y = norm()(y, train=train)
+        y = norm(1)(y, train=train)
         if self.residual:
             if x.shape[-1] != self.features:
                 x = conv(self.features, (1,) * self.spatial_dims)(x)
-                x = norm()(x, train=train)
+                x = norm(2)(x, train=train)
             y = y + x
-        return nn.relu(y)
+        return act(y)
 
 
-class UNet(nn.Module):
+class UNet(nn.Module, Transferable):
     """U-Net segmentation network, channels-last.
 
     Maps ``x [B, *spatial, C]`` (``spatial`` of length ``spatial_dims``, any sizes)
@@ -117,6 +102,15 @@ class UNet(nn.Module):
         conv_impl: 'auto' (default: 'cpu' on the CPU backend, 'xla' elsewhere),
             'xla' or 'cpu'; the same function and parameters either way
             (:mod:`medjax.models.fast_layers`).
+        activation: the blocks' nonlinearity
+            (:func:`medjax.models.layers.activation`).
+        frozen_stages: the first this many encoder levels (``down_0``, ...,
+            then the bottleneck) normalise with their running statistics even in
+            training (transfer learning with a frozen encoder).
+
+    Parameter groups: the encoder (``down_0`` ... ``down_{depth-1}``, then
+    ``bottleneck``; one stage each) is the backbone; the decoder, the auxiliary
+    heads and ``head`` are the head.
     """
 
     num_classes: int
@@ -132,6 +126,15 @@ class UNet(nn.Module):
     deep_supervision: bool = False
     dropout_rate: float = 0.0
     conv_impl: str = "auto"
+    activation: str = "relu"
+    frozen_stages: int = 0
+
+    def parameter_groups(self) -> ParameterGroups:
+        levels = [f"down_{level}" for level in range(self.depth)]
+        return ParameterGroups((one_stage_each("encoder", [*levels, "bottleneck"]),))
+
+    def with_frozen_statistics(self, num_stages: int) -> "UNet":
+        return self.clone(frozen_stages=num_stages)
 
     def _check(self, x: jnp.ndarray) -> None:
         if self.spatial_dims not in (2, 3):
@@ -153,6 +156,11 @@ class UNet(nn.Module):
         resolve_conv_impl(self.conv_impl)  # raises on an unknown name
         if self.depth < 0:
             raise ValueError(f"UNet.depth: expected >= 0, got {self.depth}")
+        if not 0 <= self.frozen_stages <= self.depth + 1:
+            raise ValueError(
+                f"UNet.frozen_stages: expected 0..{self.depth + 1}, "
+                f"got {self.frozen_stages}"
+            )
         if self.widths is not None and len(self.widths) != self.depth + 1:
             raise ValueError(
                 f"UNet.widths: expected depth + 1 = {self.depth + 1} values, "
@@ -187,15 +195,18 @@ class UNet(nn.Module):
             norm_momentum=self.norm_momentum,
             residual=self.residual,
             conv_impl=self.conv_impl,
+            activation=self.activation,
         )
         conv = partial(Conv, impl=self.conv_impl)
         window = (2,) * dims
         skips = []
         for level in range(self.depth):
-            x = block(self._width(level), name=f"down_{level}")(x, train=train)
+            level_train = train and level >= self.frozen_stages
+            x = block(self._width(level), name=f"down_{level}")(x, train=level_train)
             skips.append(x)
             x = max_pool(x, 2, self.conv_impl)
-        x = block(self._width(self.depth), name="bottleneck")(x, train=train)
+        bottleneck_train = train and self.depth >= self.frozen_stages
+        x = block(self._width(self.depth), name="bottleneck")(x, train=bottleneck_train)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
         aux = []
@@ -203,7 +214,9 @@ class UNet(nn.Module):
             width = self._width(level)
             skip = skips[level]
             if self.upsample == "transpose":
-                x = UpConv(width, window, impl=self.conv_impl, name=f"upconv_{level}")(x)
+                x = UpConv(width, window, impl=self.conv_impl, name=f"upconv_{level}")(
+                    x
+                )
             else:
                 shape = skip.shape[:-1] + x.shape[-1:]
                 x = jax.image.resize(x, shape, method="linear")

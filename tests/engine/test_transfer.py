@@ -1,10 +1,12 @@
 """Transfer learning: loading saved subtrees by path, freezing through optax
-masking and the model's frozen BatchNorm, backbone learning-rate factors."""
+masking (by the parameter groups a model declares) and the model's frozen
+BatchNorm, backbone learning-rate factors."""
 
 import json
 import os
 from functools import partial
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,13 +15,14 @@ import pytest
 import yaml
 from flax import traverse_util
 
-from medjax.errors import ConfigError
-from medjax.models.cnn import resnet_tiny
-from medjax.tasks.classification.task import ClassificationTask
 from medjax.engine import sharding, transfer
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.state import create_train_state
 from medjax.engine.step import train_step
+from medjax.errors import ConfigError
+from medjax.models.cnn import resnet_tiny
+from medjax.models.groups import Backbone, ParameterGroups, Transferable, groups_of
+from medjax.tasks.classification.task import ClassificationTask
 
 SAMPLE = jnp.zeros((1, 12, 12, 1))
 
@@ -316,6 +319,25 @@ HAND_PARAMS = {
     "encoder_0": {"kernel": np.zeros(2)},
     "head": {"kernel": np.zeros(2), "bias": np.zeros(2)},
 }
+# Declared, not found by names: "encoder_0" is head because no backbone lists it.
+HAND_GROUPS = ParameterGroups(
+    (
+        Backbone(
+            "backbone_0",
+            (
+                (
+                    "backbone_0/stem_conv",
+                    "backbone_0/stem_norm",
+                    "backbone_0/stage0_block0",
+                ),
+                ("backbone_0/stage1_block0",),
+                ("backbone_0/stage2_block0", "backbone_0/stage2_block1"),
+            ),
+        ),
+        Backbone("backbone_1", (("backbone_1",),)),
+        Backbone("encoder", (("encoder",),)),
+    )
+)
 HEADS = {"encoder_0/kernel", "head/kernel", "head/bias"}
 
 
@@ -376,8 +398,10 @@ HEADS = {"encoder_0/kernel", "head/kernel", "head/bias"}
         ),
     ],
 )
-def test_parameter_groups_on_hand_written_tree(mode, stages, frozen):
-    labels = labels_of(transfer.parameter_groups(HAND_PARAMS, mode, stages))
+def test_labels_of_hand_written_tree(mode, stages, frozen):
+    labels = labels_of(
+        transfer.label_parameters(HAND_PARAMS, HAND_GROUPS, mode, stages)
+    )
     assert labels.keys() == labels_of(HAND_PARAMS).keys()
     expected = {
         path: "head" if path in HEADS else "frozen" if path in frozen else "backbone"
@@ -386,23 +410,26 @@ def test_parameter_groups_on_hand_written_tree(mode, stages, frozen):
     assert labels == expected
 
 
-def test_stage_names_and_counts():
-    assert transfer.backbone_stages(HAND_PARAMS) == {
-        "backbone_0": 3,
-        "backbone_1": 1,
-        "encoder": 1,
-    }
-    assert transfer.stage_of(("backbone", "stem_norm", "scale")) == 0
-    assert transfer.stage_of(("backbone", "stage12_block3", "Conv_0", "kernel")) == 12
-    assert transfer.stage_of(("backbone", "stages", "kernel")) is None
-    shapes = jax.eval_shape(
-        partial(resnet_tiny(num_classes=3).init, train=False), jax.random.key(0), SAMPLE
+def test_declared_stages_of_a_resnet():
+    model = resnet_tiny(num_classes=3)  # widths (4, 8, 8), blocks (1, 2, 1)
+    (backbone,) = groups_of(model).backbones
+    assert backbone.stages == (
+        ("backbone/stem_conv", "backbone/stem_norm", "backbone/stage0_block0"),
+        ("backbone/stage1_block0", "backbone/stage1_block1"),
+        ("backbone/stage2_block0",),
     )
-    assert transfer.backbone_stages(shapes["params"]) == {"backbone": 3}
-    labels = labels_of(transfer.parameter_groups(shapes["params"], "finetune", 1))
+    assert backbone.stage_of(("backbone", "stem_norm", "scale")) == 0
+    assert backbone.stage_of(("backbone", "stage1_block1", "Conv_0", "kernel")) == 1
+    assert backbone.stage_of(("head", "kernel")) is None
+    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), SAMPLE)
+    labels = labels_of(
+        transfer.label_parameters(shapes["params"], groups_of(model), "finetune", 1)
+    )
     assert labels["backbone/stage1_block1/Conv_0/kernel"] == "frozen"
+    assert labels["backbone/stem_conv/kernel"] == "frozen"
     assert labels["backbone/stage2_block0/Conv_2/kernel"] == "backbone"
     assert labels["head/kernel"] == "head"
+    assert set(labels.values()) == {"frozen", "backbone", "head"}
 
 
 def test_mode_and_stage_errors():
@@ -411,17 +438,20 @@ def test_mode_and_stage_errors():
         match=r"^transfer.mode: expected one of \('scratch', 'feature_extractor', "
         r"'finetune'\), got 'linear_probe'$",
     ):
-        transfer.parameter_groups(HAND_PARAMS, "linear_probe")
+        transfer.label_parameters(HAND_PARAMS, HAND_GROUPS, "linear_probe")
     with pytest.raises(
         ConfigError, match=r"expected 0..3 \(backbone_0 has 3 stages\), got 4"
     ):
-        transfer.parameter_groups(HAND_PARAMS, "finetune", 4)
+        transfer.label_parameters(HAND_PARAMS, HAND_GROUPS, "finetune", 4)
+    sgd = optax.sgd(0.1)
     with pytest.raises(ConfigError, match="only used with transfer.mode=finetune"):
-        transfer.transfer_optimizer(optax.sgd(0.1), "feature_extractor", 1)
+        transfer.transfer_optimizer(sgd, HAND_GROUPS, "feature_extractor", 1)
     with pytest.raises(ConfigError, match="integer >= 0, got -1"):
-        transfer.transfer_optimizer(optax.sgd(0.1), "finetune", -1)
+        transfer.transfer_optimizer(sgd, HAND_GROUPS, "finetune", -1)
     with pytest.raises(ConfigError, match="backbone_lr_factor"):
-        transfer.transfer_optimizer(optax.sgd(0.1), "finetune", backbone_lr_factor=0)
+        transfer.transfer_optimizer(sgd, HAND_GROUPS, "finetune", backbone_lr_factor=0)
+    with pytest.raises(ConfigError, match="declares no backbone"):
+        transfer.transfer_optimizer(sgd, ParameterGroups(), "feature_extractor")
     with pytest.raises(ConfigError, match="transfer.mode"):
         transfer.frozen_stages_for("probe", 4, None)
     with pytest.raises(ConfigError, match="got 5"):
@@ -472,10 +502,11 @@ def changed_everywhere(before, after) -> bool:
 
 def test_feature_extractor_keeps_backbone_bit_identical():
     mode = "feature_extractor"
-    model = resnet_tiny(
-        num_classes=3, frozen_stages=transfer.frozen_stages_for(mode, 3, None)
+    model = transfer.prepare_model(resnet_tiny(num_classes=3), mode)
+    assert model.frozen_stages == 3
+    tx = transfer.transfer_optimizer(
+        optax.adamw(1e-2, weight_decay=0.1), groups_of(model), mode
     )
-    tx = transfer.transfer_optimizer(optax.adamw(1e-2, weight_decay=0.1), mode)
     before, after = train(model, tx, steps=3)
     assert int(after.step) == 3
     assert_trees_equal(after.params["backbone"], before.params["backbone"])
@@ -485,11 +516,10 @@ def test_feature_extractor_keeps_backbone_bit_identical():
 
 def test_finetune_last_stage_freezes_stem_and_first_stages():
     mode, trainable = "finetune", 1
-    frozen_stages = transfer.frozen_stages_for(mode, 3, trainable)
-    assert frozen_stages == 2
-    model = resnet_tiny(num_classes=3, frozen_stages=frozen_stages)
+    model = transfer.prepare_model(resnet_tiny(num_classes=3), mode, trainable)
+    assert model.frozen_stages == 2
     tx = transfer.transfer_optimizer(
-        optax.adamw(1e-2, weight_decay=0.1), mode, trainable
+        optax.adamw(1e-2, weight_decay=0.1), groups_of(model), mode, trainable
     )
     before, after = train(model, tx, steps=3)
     frozen = [
@@ -522,9 +552,14 @@ def test_finetune_last_stage_freezes_stem_and_first_stages():
 def test_backbone_lr_factor_scales_backbone_updates_only():
     model = resnet_tiny(num_classes=3)
     base = optax.sgd(0.5)  # no momentum: one step's update is -0.5 * gradient
-    before, reference = train(model, transfer.transfer_optimizer(base, "finetune"), 1)
+    groups = groups_of(model)
+    before, reference = train(
+        model, transfer.transfer_optimizer(base, groups, "finetune"), 1
+    )
     _, slowed = train(
-        model, transfer.transfer_optimizer(base, "finetune", backbone_lr_factor=0.1), 1
+        model,
+        transfer.transfer_optimizer(base, groups, "finetune", backbone_lr_factor=0.1),
+        1,
     )
     start = flat(before.params)
     ref_delta = {
@@ -542,3 +577,63 @@ def test_backbone_lr_factor_scales_backbone_updates_only():
     for key in ("head/kernel", "head/bias"):
         assert np.abs(ref_delta[key]).max() > 1e-3
         np.testing.assert_array_equal(slow_delta[key], ref_delta[key])
+
+
+class TwoTrunks(nn.Module, Transferable):
+    """A model whose names no pattern knows: two trunk stages and a classifier,
+    declared as backbone and head; the first trunk has running statistics that
+    ``frozen`` holds fixed."""
+
+    frozen: int = 0
+
+    def parameter_groups(self) -> ParameterGroups:
+        return ParameterGroups((Backbone("trunk", (("first",), ("second",))),))
+
+    def with_frozen_statistics(self, num_stages: int) -> "TwoTrunks":
+        return self.clone(frozen=num_stages)
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = nn.Conv(4, (3, 3), name="first")(x)
+        x = nn.BatchNorm(
+            use_running_average=not train or self.frozen >= 1, name="first_norm_is_head"
+        )(x)
+        x = nn.relu(x).mean(axis=(1, 2))
+        x = nn.relu(nn.Dense(5, name="second")(x))
+        return nn.Dense(3, name="classifier")(x)
+
+
+@pytest.mark.parametrize(
+    "mode, trainable, frozen, trained",
+    [
+        ("feature_extractor", None, ["first", "second"], ["classifier"]),
+        ("finetune", 1, ["first"], ["second", "classifier"]),
+        ("finetune", None, [], ["first", "second", "classifier"]),
+    ],
+)
+def test_a_model_declaring_its_groups_is_frozen_by_its_declaration(
+    mode, trainable, frozen, trained
+):
+    model = transfer.prepare_model(TwoTrunks(), mode, trainable)
+    assert (
+        model.frozen
+        == {"feature_extractor": 2, "finetune": 1 if trainable else 0}[mode]
+    )
+    tx = transfer.transfer_optimizer(
+        optax.adam(1e-2), groups_of(model), mode, trainable, backbone_lr_factor=0.5
+    )
+    before, after = train(model, tx, steps=2)
+    for name in frozen:
+        assert_trees_equal(after.params[name], before.params[name])
+    for name in trained:
+        assert changed_everywhere(before.params[name], after.params[name])
+    # Undeclared, so head: its parameters train in every mode.
+    assert changed_everywhere(
+        before.params["first_norm_is_head"], after.params["first_norm_is_head"]
+    )
+    stats_before = before.batch_stats["first_norm_is_head"]
+    stats_after = after.batch_stats["first_norm_is_head"]
+    if model.frozen >= 1:  # held by the model, as the declaration asked
+        assert_trees_equal(stats_after, stats_before)
+    else:
+        assert changed_everywhere(stats_before, stats_after)

@@ -61,9 +61,9 @@ def test_weights_are_copied_exactly(pretrained, tmp_path):
 def test_fine_tuning_updates_every_layer(pretrained, tmp_path):
     """One step of the engine's train_step with ClassificationTask changes the
     pretrained layers too (end to end), not only the head."""
-    from medjax.tasks.classification.task import ClassificationTask
     from medjax.engine.state import create_train_state
     from medjax.engine.step import train_step
+    from medjax.tasks.classification.task import ClassificationTask
 
     images, layers, _ = pretrained
     path = str(tmp_path / "stack.npz")

@@ -89,16 +89,6 @@ def test_every_option_gives_full_resolution_logits(norm, residual, upsample):
     assert up == ((2, 2, 12, 6) if upsample == "transpose" else (1, 1, 12, 6))
 
 
-def test_group_norm_clips_the_group_count_to_a_divisor():
-    from medjax.models.unet import _largest_divisor_at_most
-
-    assert _largest_divisor_at_most(12, 8) == 6
-    assert _largest_divisor_at_most(16, 8) == 8
-    assert _largest_divisor_at_most(4, 8) == 4
-    assert _largest_divisor_at_most(7, 8) == 7
-    assert _largest_divisor_at_most(14, 4) == 2
-
-
 @pytest.mark.parametrize(
     "shape, spatial_dims", [((2, 37, 45, 1), 2), ((1, 11, 13, 9, 1), 3)]
 )
