@@ -38,6 +38,10 @@ class ClassificationTask(Task):
       ``threshold``"; several classes: ``recall_<class>`` for each class.
 
     At each evaluation it draws ``<figure>_confusion.png`` and ``<figure>_roc.png``.
+
+    The model reads ``image_key``: an ``image`` field, or a ``features`` vector
+    (``input_role``; None: whichever of the two the data holds, set by
+    ``configure``, e.g. ``task.image_key=features data=breast_cancer``).
     """
 
     num_classes: int = 2
@@ -51,6 +55,7 @@ class ClassificationTask(Task):
     threshold: float = 0.5
     multi_label: bool = False
     class_names: tuple[str, ...] | None = None
+    input_role: str | None = None
 
     primary_metric = "auroc"  # the default trainer.best_metric
 
@@ -66,6 +71,11 @@ class ClassificationTask(Task):
             raise ValueError(
                 f"task.loss_function: expected one of {LOSS_FUNCTIONS}, "
                 f"got {self.loss_function!r}"
+            )
+        if self.input_role not in (None, roles.IMAGE, roles.FEATURES):
+            raise ValueError(
+                f"task.input_role: expected image, features or null, "
+                f"got {self.input_role!r}"
             )
         if not 0 < self.threshold < 1:
             raise ValueError(f"task.threshold: expected in (0, 1), got {self.threshold}")
@@ -93,12 +103,20 @@ class ClassificationTask(Task):
             object.__setattr__(self, "class_names", tuple(self.class_names))
 
     def needs(self) -> dict[str, str]:
-        return {self.image_key: roles.IMAGE, self.label_key: roles.CLASS_LABEL}
+        return {self.image_key: self.input_role or roles.IMAGE,
+                self.label_key: roles.CLASS_LABEL}
 
     def configure(self, data, *, task_name: str = "", data_name: str = "") -> "Task":
-        """Checks the data's roles; ``class_weights="balanced"`` becomes
-        ``balanced_class_weights`` of the training split's class counts."""
-        task = super().configure(data, task_name=task_name, data_name=data_name)
+        """Checks the data's roles (the input may be a ``features`` field);
+        ``class_weights="balanced"`` becomes ``balanced_class_weights`` of the
+        training split's class counts."""
+        task = self
+        held = dict(data.schema).get(self.image_key)
+        if self.input_role is None and held is not None and held.kind == roles.FEATURES:
+            task = dataclasses.replace(task, input_role=roles.FEATURES)
+        task = super(ClassificationTask, task).configure(
+            data, task_name=task_name, data_name=data_name
+        )
         if task.class_weights != "balanced":
             return task
         counts = data.class_counts(data.train_split, self.label_key, self.num_classes)
