@@ -63,7 +63,8 @@ def restore_checkpoint(
     """``state`` (a template of the right structure) restored from checkpoint
     ``best`` (by ``best_metric``), ``latest`` or a step number of ``run_dir``."""
     checkpoints = Checkpoints(
-        os.path.join(run_dir, "checkpoints"), best_metric=best_metric, best_mode=best_mode
+        os.path.join(run_dir, "checkpoints"), best_metric=best_metric,
+        best_mode=best_mode,
     )
     if checkpoint == "best":
         step = checkpoints.best_step()
@@ -116,4 +117,6 @@ def evaluate_checkpoint(
     _, eval_fn = compile_steps(task, mesh)
     figure = os.path.join(run_dir, "figures", f"{split}_step_{step:06d}.png")
     metrics = evaluate(eval_fn, state, data, split, task, mesh, figure_path=figure)
-    return {"split": split, "step": step, "checkpoint": str(checkpoint), "metrics": metrics}
+    return {
+        "split": split, "step": step, "checkpoint": str(checkpoint), "metrics": metrics
+    }

@@ -117,8 +117,10 @@ def train(
     **_: Any,
 ) -> dict[str, Any]:
     """Trains until ``max_steps``, resuming from the latest checkpoint in
-    ``run_dir/checkpoints`` if there is one. ``augment`` (a
-    ``medjax.augment.Augmentation``) augments training batches on device.
+    ``run_dir/checkpoints`` if there is one. ``task`` is configured for
+    ``data`` here unless it already is (``build_run`` configures it).
+    ``augment`` (a ``medjax.augment.Augmentation``) augments training batches
+    on device, by the roles of the task's prepared batch.
     ``initialize`` changes a fresh state before step 1 (e.g. loads pretrained
     weights; a resumed run restores its own checkpoint instead). Other keyword
     arguments (trainer options read elsewhere, e.g. ``max_epochs``) are ignored.

@@ -150,9 +150,9 @@ def test_bad_values_fail_with_one_clear_line(override, message, data_dir, tmp_pa
 
 def test_a_short_run_fits_the_default_warmup_and_says_so(data_dir, tmp_path):
     # the default optimizer warms up over 100 steps: more than the 6 of this run
-    result = medjax("medjax-train", "model=cnn_tiny", "data=phantoms_tiny", "trainer=smoke",
-                    "trainer.max_steps=6", f"hydra.run.dir={tmp_path}/run",
-                    data_dir=data_dir, cwd=tmp_path)
+    result = medjax("medjax-train", "model=cnn_tiny", "data=phantoms_tiny",
+                    "trainer=smoke", "trainer.max_steps=6",
+                    f"hydra.run.dir={tmp_path}/run", data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert output.count("optim.warmup_steps=100 does not fit trainer.max_steps=6: "

@@ -37,8 +37,10 @@ SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
 # Tasks composed with a model that fits them (the default model is a classifier).
 MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder", "anomaly": "autoencoder"}
 # Models composed with a task that feeds them (a multistream model needs views).
-TASK_FOR_MODEL = {"multistream": ["task=lesion_classification", "task.views=[local,context]",
-                                  "data=phantom_lesions"]}
+TASK_FOR_MODEL = {
+    "multistream": ["task=lesion_classification", "task.views=[local,context]",
+                    "data=phantom_lesions"],
+}
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').
 DATA_FOR_TASK = {"lesion_classification": ["data=phantom_lesions"]}

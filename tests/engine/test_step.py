@@ -33,8 +33,9 @@ class CornerTask(ClassificationTask):
 
 
 def test_the_model_is_initialised_from_the_prepared_batch(tiny_data):
-    state = init_state(mlp_tiny(num_outputs=2), make_optimizer("adam", 1e-3, 10),
-                       tiny_data, CornerTask(), sharding.data_mesh(jax.devices()[:1]), 0)
+    mesh = sharding.data_mesh(jax.devices()[:1])
+    tx = make_optimizer("adam", 1e-3, 10)
+    state = init_state(mlp_tiny(num_outputs=2), tx, tiny_data, CornerTask(), mesh, 0)
     # a Dense layer on the 5 x 5 corner, not on the 32 x 32 image
     assert state.params["Dense_0"]["kernel"].shape == (CORNER * CORNER, 8)
 

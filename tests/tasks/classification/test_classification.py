@@ -203,10 +203,12 @@ class _Data:
 def test_configure_turns_balanced_weights_into_weights_of_the_counts():
     from medjax.data import schema as roles
 
-    data = _Data({"image": roles.image(), "label": roles.CLASS}, labels=[0, 0, 0, 1, 2, 2])
+    data = _Data({"image": roles.image(), "label": roles.CLASS},
+                 labels=[0, 0, 0, 1, 2, 2])
     task = ClassificationTask(num_classes=3, class_weights="balanced")
     with pytest.raises(ValueError, match="configure"):  # not usable before
-        task.loss(jnp.zeros((1, 3)), {"label": jnp.array([0]), "valid": jnp.ones(1, bool)})
+        batch = {"label": jnp.array([0]), "valid": jnp.ones(1, bool)}
+        task.loss(jnp.zeros((1, 3)), batch)
     configured = task.configure(data)
     # N / (K n_k): 6 / (3 * [3, 1, 2])
     np.testing.assert_allclose(configured.class_weights, [2 / 3, 2.0, 1.0])
@@ -223,7 +225,9 @@ def test_configure_names_the_missing_role():
     with pytest.raises(TaskDataMismatch, match=(
         "^task=classification needs a class_label field 'label'; data=decathlon has no "
         "field 'label'")):
-        ClassificationTask().configure(data, task_name="classification", data_name="decathlon")
+        ClassificationTask().configure(
+            data, task_name="classification", data_name="decathlon"
+        )
 
 
 def test_lesion_task_reads_its_points_with_their_validity():
@@ -238,4 +242,5 @@ def test_lesion_task_reads_its_points_with_their_validity():
     task = LesionClassificationTask().configure(data)
     assert set(task.batch_keys) == {"image", "lesion_label", "lesion_center",
                                     "lesion_center_valid"}
-    assert dict(task.batch_roles())["lesion_center"] == roles.points("lesion_center_valid")
+    center = dict(task.batch_roles())["lesion_center"]
+    assert center == roles.points("lesion_center_valid")

@@ -74,7 +74,8 @@ def test_training_batches_crop_every_dense_field_at_one_place():
     # evaluation, or no patch size: whole images
     whole = task.prepare_batch(jax.random.key(0), batch, train=False)
     assert whole["mask"].shape == (6, 20, 17) and whole["flow"].shape == (6, 20, 17, 2)
-    unpatched = SegmentationTask(num_classes=4).prepare_batch(None, _batch(labels), train=True)
+    whole_task = SegmentationTask(num_classes=4)
+    unpatched = whole_task.prepare_batch(None, _batch(labels), train=True)
     assert unpatched["mask"].shape == (6, 20, 17)
 
 
@@ -91,18 +92,26 @@ def test_configure_checks_roles_and_fills_spacing_from_the_data():
     task = SegmentationTask(mask_key="organ_mask").configure(data)
     assert task.spacing == (2.0, 3.0)
     assert task.batch_keys == ("image", "organ_mask")
-    assert dict(task.batch_roles()) == {"image": roles.image(), "organ_mask": roles.label_map()}
+    assert dict(task.batch_roles()) == {
+        "image": roles.image(), "organ_mask": roles.label_map()
+    }
     # a spacing set in the config wins over the data's
-    assert SegmentationTask(mask_key="organ_mask", spacing=(1, 1)).configure(data).spacing == (1, 1)
+    own = SegmentationTask(mask_key="organ_mask", spacing=(1, 1)).configure(data)
+    assert own.spacing == (1, 1)
     # instance ids serve a label_map need (binary lesion segmentation)
     lesions = _Data({"image": roles.image(), "lesion_mask": roles.instance_map()})
-    assert SegmentationTask(mask_key="lesion_mask", binary=True).configure(lesions).spacing is None
-    tabular = _Data({"features": roles.TABULAR, "label": roles.CLASS}, name="breast_cancer")
+    binary = SegmentationTask(mask_key="lesion_mask", binary=True).configure(lesions)
+    assert binary.spacing is None
+    tabular = _Data({"features": roles.TABULAR, "label": roles.CLASS},
+                    name="breast_cancer")
     with pytest.raises(TaskDataMismatch) as error:
         SegmentationTask().configure(tabular, task_name="segmentation")
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("task=segmentation needs an image field 'image'; data=breast_cancer has no field 'image'")
+    assert message.startswith(
+        "task=segmentation needs an image field 'image'; data=breast_cancer has no "
+        "field 'image'"
+    )
 
 
 def test_predictions_are_label_maps_decoded_by_argmax():
