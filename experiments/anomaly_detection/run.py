@@ -24,6 +24,9 @@ from medjax.config import compose
 from medjax.config.run import build_run
 from medjax.tasks.reconstruction.task import export_latents
 from medjax.engine import loop, sharding
+from medjax.engine.evaluate import evaluate, restore_checkpoint
+from medjax.engine.state import init_state
+from medjax.engine.step import compile_steps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {"ae": "autoencoder", "denoising": "denoising AE", "vae": "VAE"}
@@ -47,11 +50,11 @@ def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None
     )
     seconds = time.perf_counter() - start
     mesh = sharding.data_mesh()
-    state, _ = loop.restore_checkpoint(
-        loop.init_state(model, tx, data, task, mesh, seed), run_dir, "latest"
+    state, _ = restore_checkpoint(
+        init_state(model, tx, data, task, mesh, seed), run_dir, "latest"
     )
-    _, eval_fn = loop.compile_steps(task, mesh)
-    test = loop.evaluate(
+    _, eval_fn = compile_steps(task, mesh)
+    test = evaluate(
         eval_fn, state, data, "test", task, mesh,
         figure_path=os.path.join(run_dir, "figures", "test.png"),
     )

@@ -16,7 +16,7 @@ from medjax.config.run import build_run
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
 def _eval(cfg: DictConfig) -> None:
-    from medjax.engine.loop import evaluate_checkpoint
+    from medjax.engine.evaluate import evaluate_checkpoint
 
     quiet_libraries()
     compilation_cache(cfg)

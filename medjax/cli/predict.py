@@ -1,5 +1,9 @@
 """``medjax-predict run_dir=DIR input=PATH output=PATH``: apply a trained run to
-an image file and write the result in the input's format and geometry."""
+an image file and write the result in the input's format and geometry.
+
+The run's task says what a prediction is (``Task.prediction_role``: a
+``label_map`` is written like the input; None: the task writes no files) and
+how to turn the model's outputs into it (``Task.decode``)."""
 
 import sys
 
@@ -17,6 +21,7 @@ from medjax.config.run import build_run
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="predict")
 def _predict(cfg: DictConfig) -> None:
     from medjax.data import io
+    from medjax.data import schema as roles
     from medjax.inferers.segmentation import load_segmenter, write_overlay
 
     quiet_libraries()
@@ -25,8 +30,17 @@ def _predict(cfg: DictConfig) -> None:
     train_cfg = run_config("medjax-predict", run_dir)
     try:
         task, model, tx, data, *_ = build_run(train_cfg)
-        if not hasattr(task, "predict"):
-            raise ConfigError(f"run_dir={run_dir}: a {type(task).__name__} run; medjax-predict needs a segmentation run")
+        role = task.prediction_role()
+        if role is None:
+            raise ConfigError(
+                f"run_dir={run_dir}: this run's task ({type(task).__name__}) writes "
+                "no prediction files"
+            )
+        if role != roles.LABEL_MAP:
+            raise ConfigError(
+                f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
+                f"task predicts a {role}"
+            )
         volume = io.load_image(cfg.input)
         segmenter = load_segmenter(
             task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import sys
 
 import hydra
@@ -27,7 +28,7 @@ def _train(cfg: DictConfig) -> float | None:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
-        resolved["trainer"]["best_metric"] = getattr(run.task, "primary_metric", None)
+        resolved["trainer"]["best_metric"] = run.task.primary_metric
     os.makedirs(run_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
     trainer = dict(resolved["trainer"])
@@ -46,9 +47,36 @@ def _train(cfg: DictConfig) -> float | None:
         sys.exit(130)
     if summary["interrupted"]:
         sys.exit(130)
+    print("\n".join(ending_lines(run_dir, summary)))
     best = summary.get("best") or {}
     best_metric = trainer["best_metric"]
     return best.get(best_metric) if best_metric else None
+
+
+def ending_lines(run_dir: str, summary: dict, cwd: str | None = None) -> list[str]:
+    """How a finished run ended: its directory, its best checkpoint (step and
+    metric; the latest when no metric ranks them) and the command that
+    evaluates that checkpoint. Paths are relative to ``cwd`` (default: the
+    current directory) when the run lies below it."""
+    path = os.path.relpath(run_dir, cwd or os.getcwd())
+    if path.startswith(os.pardir):
+        path = os.path.abspath(run_dir)
+    lines = [f"medjax: run directory {path}"]
+    best, metric = summary.get("best"), summary.get("best_metric")
+    command = ["medjax-eval", f"run_dir={path}"]
+    if best is not None and summary.get("best_checkpoint_step") is not None:
+        lines.append(
+            f"medjax: best checkpoint step {summary['best_checkpoint_step']} "
+            f"({metric}={best[metric]:.4f} on validation)"
+        )
+    else:
+        lines.append(
+            f"medjax: no validation {metric or 'metric'} ranks the checkpoints; "
+            f"latest checkpoint step {summary['steps']}"
+        )
+        command.append("checkpoint=latest")
+    lines.append("medjax: evaluate it with: " + shlex.join(command))
+    return lines
 
 
 def _reporting_transfer(initialize, run_dir: str):

@@ -1,11 +1,14 @@
 """``build_run``: the plain objects of one composed ``medjax-train`` config."""
 
-import dataclasses
+import logging
 from typing import Any, Callable, NamedTuple
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from medjax.config.build import ConfigError, build
+
+logger = logging.getLogger("medjax")
 
 
 class Run(NamedTuple):
@@ -23,30 +26,54 @@ class Run(NamedTuple):
 def build_run(cfg: DictConfig) -> Run:
     """Task, model, optimizer, data, augmentation, trainer options and transfer
     of a composed config; bad values raise ConfigError before anything is
-    compiled."""
+    compiled, among them a task composed with data that lacks a field it needs.
+    The task comes back configured for the data (``Task.configure``)."""
     from medjax.engine.loop import check_trainer_options
 
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     check_trainer_options(**trainer)
-    task_node = cfg.task
-    balanced = task_node.get("class_weights") == "balanced"
-    if balanced:
-        task_node = OmegaConf.merge(task_node, {"class_weights": None})
-    task = build(task_node, "task")
+    task = build(cfg.task, "task")
     model = build(cfg.model, "model")
     data = build(cfg.data, "data")
     augment = build(cfg.augment, "augment") if cfg.get("augment") else None
-    if getattr(task, "spacing", False) is None and data.spacing is not None:
-        task = dataclasses.replace(task, spacing=data.spacing)  # spacing: null
-    if balanced:
-        from medjax.tasks.classification.task import balanced_class_weights
-
-        counts = data.class_counts(data.train_split, task.label_key, task.num_classes)
-        task = dataclasses.replace(task, class_weights=balanced_class_weights(counts))
+    task_name, data_name = _names(cfg, data)
+    task = task.configure(data, task_name=task_name, data_name=data_name)
     trainer = steps_from_epochs(trainer, data)
-    tx = build(cfg.optim, "optim", total_steps=trainer["max_steps"])
+    optim = {"total_steps": trainer["max_steps"]}
+    warmup = cfg.optim.get("warmup_steps")
+    if warmup:
+        optim["warmup_steps"] = _fitted_warmup(warmup, trainer["max_steps"])
+    tx = build(cfg.optim, "optim", **optim)
     model, tx, initialize = _transfer(cfg.get("transfer"), model, tx)
     return Run(task, model, tx, data, augment, trainer, initialize)
+
+
+def _names(cfg: DictConfig, data) -> tuple[str, str]:
+    """What the task and data are called in messages: the Hydra group choices
+    (``task=segmentation``, ``data=breast_cancer``) when Hydra composed the
+    config, else the task's target and the data's own name."""
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        if choices.get("task") and choices.get("data"):
+            return choices["task"], choices["data"]
+    task_name = str(cfg.task.get("_target_", "")).rsplit(".", 1)[-1]
+    return task_name, data.name or str(cfg.data.get("_target_", ""))
+
+
+def _fitted_warmup(warmup_steps, max_steps: int):
+    """``optim.warmup_steps``, or half the run when the warm-up would not end
+    before it does (a short run, e.g. ``trainer.max_steps=6`` with the
+    default 100 steps): the run then still sees both phases of its schedule.
+    Said in one log line."""
+    from medjax.engine.optim import fit_warmup  # optax imports JAX: keep --help fast
+
+    fitted = fit_warmup(warmup_steps, max_steps)
+    if fitted != warmup_steps:
+        logger.warning(
+            "optim.warmup_steps=%s does not fit trainer.max_steps=%d: warming up "
+            "over %d steps instead", warmup_steps, max_steps, fitted,
+        )
+    return fitted
 
 
 def steps_from_epochs(trainer: dict, data) -> dict:

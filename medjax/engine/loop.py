@@ -14,12 +14,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medjax.data import pipeline
+from medjax.data import schema as roles
 from medjax.data.dataset import Dataset
-from medjax.errors import ConfigError
 from medjax.engine import reporting, sharding
 from medjax.engine.checkpoint import Checkpoints
-from medjax.engine.state import TrainState, count_params, create_train_state
+from medjax.engine.evaluate import configured, evaluate
+from medjax.engine.state import TrainState, count_params, init_state
 from medjax.engine.step import compile_steps
+from medjax.errors import ConfigError
 
 
 def check_trainer_options(
@@ -36,53 +38,6 @@ def check_trainer_options(
             raise ConfigError(f"trainer.{name}: expected a positive integer, got {value!r}")
     if best_mode not in ("max", "min"):
         raise ConfigError(f"trainer.best_mode: expected 'max' or 'min', got {best_mode!r}")
-
-
-def init_state(model, tx, data: Dataset, task, mesh, seed: int) -> TrainState:
-    """A fresh state, initialised from one example's shapes and replicated."""
-    sample = pipeline.read_examples(
-        data.source(data.train_split), [0], data.convert, task.batch_keys
-    )
-    sample["valid"] = np.ones(1, bool)
-    init_key = jax.random.fold_in(jax.random.key(seed), 0)
-    create = jax.jit(
-        lambda key: create_train_state(model, tx, task.inputs(sample), key),
-        out_shardings=sharding.replicated(mesh),
-    )
-    return create(init_key)
-
-
-def evaluate(
-    eval_fn, state: TrainState, data: Dataset, split: str, task, mesh,
-    figure_path: str | None = None,
-) -> dict:
-    """Metrics over every example of ``split`` exactly once: means of per-example
-    metrics, plus the task's split-level metrics, plus ``num_examples``. Tasks
-    that draw (``draw_cases``) draw a few cases to ``figure_path``."""
-    data_sharding = sharding.batch_sharding(mesh)
-    per_example, host_outputs = [], []
-    batches = pipeline.eval_batches(
-        data.source(split), batch_size=data.eval_batch_size, convert=data.convert,
-        keys=task.batch_keys, num_threads=data.num_threads,
-    )
-    for batch in batches:
-        batch = pipeline.to_devices(batch, data_sharding)
-        metrics, outputs = eval_fn(state, batch)
-        metrics, outputs, valid = sharding.to_host((metrics, outputs, batch["valid"]))
-        per_example.append({k: v[valid] for k, v in metrics.items()})
-        host_outputs.append({k: v[valid] for k, v in outputs.items()})
-
-    def concat(parts):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-    per_example, host_outputs = concat(per_example), concat(host_outputs)
-    result = {k: float(v.mean()) for k, v in per_example.items()}
-    result.update(task.split_metrics(host_outputs))
-    result["num_examples"] = len(next(iter(per_example.values())))
-    if figure_path and hasattr(task, "draw_cases") and jax.process_index() == 0:
-        step = int(jax.device_get(state.step))
-        task.draw_cases(host_outputs, figure_path, title=f"{split}, step {step}")
-    return result
 
 
 class StopOnSignal:
@@ -112,6 +67,20 @@ class StopOnSignal:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _sample_weights(data: Dataset, task) -> np.ndarray | None:
+    """Per-example sampling weights of the training split (None: uniform); a
+    class-balanced draw balances the task's ``class_label`` field."""
+    if data.sampling == "uniform":
+        return None
+    labels = roles.keys_of(task.field_roles(), roles.CLASS_LABEL)
+    if not labels:
+        raise ConfigError(
+            f"data.sampling={data.sampling}: balances the task's class_label field; "
+            f"{type(task).__name__} reads none ({roles.describe(task.field_roles())})"
+        )
+    return data.sample_weights(labels[0])
 
 
 def _best(records, metric: str | None, mode: str) -> dict | None:
@@ -148,8 +117,10 @@ def train(
     **_: Any,
 ) -> dict[str, Any]:
     """Trains until ``max_steps``, resuming from the latest checkpoint in
-    ``run_dir/checkpoints`` if there is one. ``augment`` (a
-    ``medjax.augment.Augmentation``) augments training batches on device.
+    ``run_dir/checkpoints`` if there is one. ``task`` is configured for
+    ``data`` here unless it already is (``build_run`` configures it).
+    ``augment`` (a ``medjax.augment.Augmentation``) augments training batches
+    on device, by the roles of the task's prepared batch.
     ``initialize`` changes a fresh state before step 1 (e.g. loads pretrained
     weights; a resumed run restores its own checkpoint instead). Other keyword
     arguments (trainer options read elsewhere, e.g. ``max_epochs``) are ignored.
@@ -162,6 +133,8 @@ def train(
     sharding.check_batch_size(data.eval_batch_size, mesh, "data.eval_batch_size")
     train_source = data.source(data.train_split)
     pipeline.steps_per_epoch(len(train_source), data.batch_size)
+    task = configured(task, data)
+    sample_weights = _sample_weights(data, task)
     os.makedirs(run_dir, exist_ok=True)
 
     train_fn, eval_fn = compile_steps(task, mesh, augment)
@@ -190,10 +163,7 @@ def train(
     batches = pipeline.train_batches(
         train_source, batch_size=data.batch_size, seed=seed, start_step=start,
         num_steps=max_steps, convert=data.convert, keys=task.batch_keys,
-        num_threads=data.num_threads,
-        sample_weights=(
-            None if data.sampling == "uniform" else data.sample_weights(task.label_key)
-        ),
+        num_threads=data.num_threads, sample_weights=sample_weights,
     )
     bar = tqdm(
         total=max_steps, initial=start, desc="train", unit="step",
@@ -271,65 +241,3 @@ def train(
 def _mean_metrics(window: list[dict[str, jax.Array]]) -> dict[str, float]:
     stacked = sharding.to_host(window)
     return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
-
-
-def restore_checkpoint(
-    state: TrainState, run_dir: str, checkpoint: str | int = "best", *,
-    best_metric: str | None = None, best_mode: str = "max",
-) -> tuple[TrainState, int]:
-    """``state`` (a template of the right structure) restored from checkpoint
-    ``best`` (by ``best_metric``), ``latest`` or a step number of ``run_dir``."""
-    checkpoints = Checkpoints(
-        os.path.join(run_dir, "checkpoints"), best_metric=best_metric, best_mode=best_mode
-    )
-    if checkpoint == "best":
-        step = checkpoints.best_step()
-    elif checkpoint == "latest":
-        step = checkpoints.latest_step()
-    else:
-        step = int(checkpoint)
-        if step not in checkpoints.manager.all_steps():
-            raise ConfigError(
-                f"checkpoint={step}: not saved; saved steps are "
-                f"{list(checkpoints.manager.all_steps())}"
-            )
-    if step is None:
-        raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints to restore")
-    state = checkpoints.restore(state, step)
-    checkpoints.close()
-    return state, step
-
-
-def evaluate_checkpoint(
-    *,
-    task,
-    model,
-    tx,
-    data: Dataset,
-    run_dir: str,
-    split: str = "test",
-    checkpoint: str | int = "best",
-    seed: int = 0,
-    best_metric: str | None = None,
-    best_mode: str = "max",
-    devices: Sequence[jax.Device] | None = None,
-) -> dict[str, Any]:
-    """Evaluates a saved checkpoint of ``run_dir`` on ``split``.
-
-    Args:
-        checkpoint: ``best`` (by ``best_metric``), ``latest``, or a step number.
-
-    Returns:
-        ``{"split", "step", "checkpoint", "metrics"}``.
-    """
-    mesh = sharding.data_mesh(devices)
-    sharding.check_batch_size(data.eval_batch_size, mesh, "data.eval_batch_size")
-    data.source(split)  # fails early on an unknown split
-    state, step = restore_checkpoint(
-        init_state(model, tx, data, task, mesh, seed), run_dir, checkpoint,
-        best_metric=best_metric, best_mode=best_mode,
-    )
-    _, eval_fn = compile_steps(task, mesh)
-    figure = os.path.join(run_dir, "figures", f"{split}_step_{step:06d}.png")
-    metrics = evaluate(eval_fn, state, data, split, task, mesh, figure_path=figure)
-    return {"split": split, "step": step, "checkpoint": str(checkpoint), "metrics": metrics}

@@ -6,6 +6,18 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "step")
 
 
+def fit_warmup(warmup_steps: int, total_steps: int) -> int:
+    """``warmup_steps`` when the warm-up ends before ``total_steps``, else half
+    of ``total_steps`` (a run too short for its warm-up still decays after
+    it). Values that are not non-negative integers pass through, for
+    ``learning_rate_schedule`` to refuse."""
+    if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int):
+        return warmup_steps
+    if 0 <= warmup_steps and warmup_steps >= max(total_steps, 1):
+        return total_steps // 2
+    return warmup_steps
+
+
 def learning_rate_schedule(
     lr: float,
     total_steps: int,

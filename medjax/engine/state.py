@@ -5,7 +5,11 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from medjax.data import pipeline
+from medjax.engine import sharding
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -52,3 +56,21 @@ def create_train_state(model, tx, sample_inputs, key) -> TrainState:
 
 def count_params(params) -> int:
     return sum(x.size for x in jax.tree.leaves(params))
+
+
+def init_state(model, tx, data, task, mesh, seed: int) -> TrainState:
+    """A fresh state, replicated over ``mesh``, initialised from the shapes of
+    what the model sees: ``task.inputs`` of the task's training batch of one
+    example of the training split (so a task that builds its inputs, e.g. views
+    or patches, initialises its model on them)."""
+    sample = pipeline.read_examples(
+        data.source(data.train_split), [0], data.convert, task.batch_keys
+    )
+    sample["valid"] = np.ones(1, bool)
+    init_key = jax.random.fold_in(jax.random.key(seed), 0)
+
+    def create(key):
+        batch = task.prepare_batch(jax.random.fold_in(key, 2), sample, train=True)
+        return create_train_state(model, tx, task.inputs(batch), key)
+
+    return jax.jit(create, out_shardings=sharding.replicated(mesh))(init_key)

@@ -20,18 +20,20 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
         key: the run's base PRNG key; the step folds in ``state.step`` so a resumed
             run draws the same numbers. The model gets two streams: ``dropout``
             and ``sample`` (for stochastic models, e.g. an RBM's Gibbs chain).
-        task: see ``medjax.tasks.base``.
+        task: a ``medjax.tasks.base.Task``: ``prepare_batch`` builds what the
+            model learns from, ``loss`` scores it.
         augment: a ``medjax.augment.Augmentation`` (or None), applied to the
-            fields named by ``task.augment_fields``.
+            prepared batch's fields by their roles, ``task.batch_roles()``.
 
     Returns:
         The new state and ``{metric: scalar}`` averaged over valid examples.
     """
     key = jax.random.fold_in(key, state.step)
-    if hasattr(task, "training_batch"):  # e.g. patches of large images
-        batch = task.training_batch(jax.random.fold_in(key, 2), batch)
+    # Streams: 1 augmentation, 2 the task's batch, 3 the model's sampling; the
+    # numbers are those of the loop before the Task contract, kept so runs repeat.
+    batch = task.prepare_batch(jax.random.fold_in(key, 2), batch, train=True)
     if augment is not None:
-        batch = augment(jax.random.fold_in(key, 1), batch, **task.augment_fields)
+        batch = augment(jax.random.fold_in(key, 1), batch, task.batch_roles())
 
     def loss_fn(params):
         variables = {**state.variables(), "params": params}
@@ -51,14 +53,16 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
 
 def eval_step(state: TrainState, batch, *, task):
     """Per-example metrics ``{name: [B]}`` and ``host_outputs`` for one batch; the
-    loop drops padded rows and reduces on the host. A task with ``predict`` (e.g.
-    sliding windows) decides how the model sees whole inputs."""
+    loop drops padded rows and reduces on the host. The task's ``predict`` (e.g.
+    sliding windows) decides how the model sees whole inputs; its
+    ``prepare_batch(train=False)`` draws from a fixed key, so every evaluation
+    of a checkpoint sees the same batch."""
 
     def apply(inputs):
         return state.apply_fn(state.variables(), inputs, train=False)
 
-    inputs = task.inputs(batch)
-    outputs = task.predict(apply, inputs) if hasattr(task, "predict") else apply(inputs)
+    batch = task.prepare_batch(jax.random.key(0), batch, train=False)
+    outputs = task.predict(apply, task.inputs(batch))
     _, per_example = task.loss(outputs, batch)
     return per_example, task.host_outputs(outputs, batch)
 

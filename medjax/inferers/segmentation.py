@@ -24,13 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax.data import io
+from medjax.engine.evaluate import restore_checkpoint
+from medjax.engine.state import create_train_state
+from medjax.errors import ConfigError
+from medjax.runtime import compiler_options
 
 # nibabel axis codes of the phantoms' array axes: toward Posterior, Left, Superior.
 DISPLAY_AXES = ("P", "L", "S")
-from medjax.errors import ConfigError
-from medjax.runtime import compiler_options
-from medjax.engine.loop import restore_checkpoint
-from medjax.engine.state import create_train_state
 
 
 @dataclasses.dataclass
@@ -38,7 +38,8 @@ class Segmenter:
     """A restored model and what its inputs must look like.
 
     Attributes:
-        segment_batch: jitted ``[B, *S, C]`` inputs -> ``[B, *S]`` uint8 labels.
+        segment_batch: jitted ``[B, *S, C]`` inputs -> ``[B, *S]`` labels (the
+            task's ``decode`` of its ``predict``).
         spatial_dims: 2 or 3, the model's.
         normalize: raw intensities (HU for CT) -> model inputs.
         spacing: voxel size the model was trained at (None: unknown).
@@ -132,7 +133,7 @@ def _back_to_grid(labels: np.ndarray, resampled: io.Volume, original: io.Volume)
 def load_segmenter(task, model, tx, data, run_dir: str, checkpoint="best", *,
                    best_metric=None, best_mode="max", seed: int = 0) -> Segmenter:
     """Restores checkpoint ``checkpoint`` of ``run_dir`` for ``model`` and wraps it
-    with the task's whole-image ``predict``."""
+    with the task's whole-image ``predict`` and its ``decode`` (labels)."""
     spatial_dims = getattr(model, "spatial_dims", 2)
     sample = jnp.zeros((1,) + (16,) * spatial_dims + (1,), jnp.float32)
     template = jax.jit(lambda key: create_train_state(model, tx, sample, key))(
@@ -147,8 +148,7 @@ def load_segmenter(task, model, tx, data, run_dir: str, checkpoint="best", *,
         def apply(x):
             return state.apply_fn(state.variables(), x, train=False)
 
-        logits = task.predict(apply, inputs) if hasattr(task, "predict") else apply(inputs)
-        return jnp.argmax(logits, axis=-1).astype(jnp.uint8)
+        return task.decode(task.predict(apply, inputs))
 
     return Segmenter(
         segment_batch=segment_batch, spatial_dims=spatial_dims,

@@ -107,8 +107,9 @@ class Task:
             task = task_name or type(self).__name__
             name = data_name or getattr(data, "name", "") or "the data"
             has = f"has {found} {key!r}" if found else f"has no field {key!r}"
+            article = "an" if kind[0] in "aeiou" else "a"
             raise TaskDataMismatch(
-                f"task={task} needs a {kind} field {key!r}; data={name} {has} "
+                f"task={task} needs {article} {kind} field {key!r}; data={name} {has} "
                 f"(its fields: {roles.describe(tuple(schema.items()))})"
             )
         keys = list(self.needs())

@@ -12,6 +12,8 @@ import pytest
 
 from medjax.engine.checkpoint import Checkpoints
 
+pytestmark = pytest.mark.slow  # every test here runs the programs
+
 TINY = ["model=cnn_tiny", "data=phantoms_tiny", "trainer=smoke", "optim=adam"]
 BIN = os.path.dirname(sys.executable)
 
@@ -36,12 +38,19 @@ def run_dir(data_dir, tmp_path_factory):
     first = medjax("medjax-train", *TINY, data_dir=data_dir, cwd=cwd)
     assert first.returncode == 0, first.stderr[-3000:]
     # with no hydra.run.dir the run lands in runs/<name>/<overrides>
-    run_dir = os.path.join(cwd, "runs", "default", ",".join(sorted(TINY)))
+    run_dir = _RunDir(os.path.join(cwd, "runs", "default", ",".join(sorted(TINY))))
     assert records(run_dir)[-1]["step"] == 4
     second = medjax("medjax-train", *TINY, "trainer.max_steps=6", data_dir=data_dir, cwd=cwd)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming at step 4" in second.stdout + second.stderr
+    run_dir.ending = second.stdout.strip().splitlines()[-3:]
     return run_dir
+
+
+class _RunDir(str):
+    """A run directory's path that also carries the last lines of its run."""
+
+    ending: list[str] = []
 
 
 def test_run_directory_contents(run_dir):
@@ -70,8 +79,24 @@ def test_run_directory_contents(run_dir):
     assert summary["best"]["auroc"] == max(r["auroc"] for r in validation)
 
 
+def test_a_run_ends_by_naming_its_best_checkpoint_and_how_to_evaluate_it(run_dir):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    relative = os.path.join("runs", "default", ",".join(sorted(TINY)))  # from its cwd
+    best = summary["best_checkpoint_step"]
+    assert run_dir.ending == [
+        f"medjax: run directory {relative}",
+        f"medjax: best checkpoint step {best} (auroc={summary['best']['auroc']:.4f} "
+        "on validation)",
+        f"medjax: evaluate it with: medjax-eval run_dir={relative}",
+    ]
+
+
 def test_eval_writes_eval_json(run_dir, data_dir, tmp_path):
-    result = medjax("medjax-eval", f"run_dir={run_dir}", "split=test", data_dir=data_dir, cwd=tmp_path)
+    # the command the run printed, from the directory it ran in
+    command = run_dir.ending[-1].split("evaluate it with: ", 1)[1].split()
+    cwd = run_dir[: -len(command[1].split("=", 1)[1])]
+    result = medjax(*command, "split=test", data_dir=data_dir, cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(run_dir, "eval.json")) as f:
         evaluation = json.load(f)
@@ -79,6 +104,16 @@ def test_eval_writes_eval_json(run_dir, data_dir, tmp_path):
     assert evaluation["metrics"]["num_examples"] == 12
     with open(os.path.join(run_dir, "summary.json")) as f:
         assert evaluation["step"] == json.load(f)["best_checkpoint_step"]
+
+
+def test_predict_refuses_a_task_that_writes_no_files(run_dir, data_dir, tmp_path):
+    result = medjax("medjax-predict", f"run_dir={run_dir}", f"input={tmp_path}/a.png",
+                    f"output={tmp_path}/b.png", data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"medjax-predict: error: run_dir={run_dir}: this run's task "
+        "(ClassificationTask) writes no prediction files"
+    )
 
 
 def test_sweep_runs_every_value(data_dir, tmp_path):
@@ -109,6 +144,32 @@ def test_bad_values_fail_with_one_clear_line(override, message, data_dir, tmp_pa
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("medjax-train: error:") and message in last_line
+    assert "parameters on" not in result.stdout + result.stderr  # nothing compiled
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_a_short_run_fits_the_default_warmup_and_says_so(data_dir, tmp_path):
+    # the default optimizer warms up over 100 steps: more than the 6 of this run
+    result = medjax("medjax-train", "model=cnn_tiny", "data=phantoms_tiny",
+                    "trainer=smoke", "trainer.max_steps=6",
+                    f"hydra.run.dir={tmp_path}/run", data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("optim.warmup_steps=100 does not fit trainer.max_steps=6: "
+                        "warming up over 3 steps instead") == 1
+    assert records(tmp_path / "run")[-1]["step"] == 6
+
+
+def test_a_task_composed_with_data_it_cannot_read_fails_in_one_line(data_dir, tmp_path):
+    result = medjax("medjax-train", "task=segmentation", "data=breast_cancer",
+                    f"hydra.run.dir={tmp_path}/run", data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        "medjax-train: error: task=segmentation needs an image field 'image'; "
+        "data=breast_cancer has no field 'image' (its fields: features 'features', "
+        "class_label 'label')"
+    )
     assert "parameters on" not in result.stdout + result.stderr  # nothing compiled
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 

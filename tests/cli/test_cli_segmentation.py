@@ -11,6 +11,8 @@ from medjax.data import io
 from medjax.data.datasets.phantoms import torso as phantoms
 from tests.cli.test_cli import medjax, records
 
+pytestmark = pytest.mark.slow  # every test here runs the programs
+
 TINY = ["task=segmentation", "model=unet_tiny", "data=phantoms_tiny", "trainer=smoke", "optim=adam"]
 
 

@@ -37,7 +37,18 @@ SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
 # Tasks composed with a model that fits them (the default model is a classifier).
 MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder", "anomaly": "autoencoder"}
 # Models composed with a task that feeds them (a multistream model needs views).
-TASK_FOR_MODEL = {"multistream": ["task=lesion_classification", "task.views=[local,context]"]}
+TASK_FOR_MODEL = {
+    "multistream": ["task=lesion_classification", "task.views=[local,context]",
+                    "data=phantom_lesions"],
+}
+# Tasks composed with data that has the fields they need, and data with a task
+# that reads them (the default task classifies images by their 'label').
+DATA_FOR_TASK = {"lesion_classification": ["data=phantom_lesions"]}
+TASK_FOR_DATA = {
+    "breast_cancer": ["task.image_key=features", "model=mlp"],
+    "decathlon": ["task=segmentation", "task.num_classes=3", "task.class_names=null",
+                  "task.mask_key=mask", "model=unet_tiny", "model.spatial_dims=3"],
+}
 
 
 @pytest.mark.parametrize("group, option", OPTIONS)
@@ -62,6 +73,10 @@ def test_option_composes_and_builds(group, option, data_dir, tmp_path):
         overrides.append(f"model={MODEL_FOR_TASK[option]}")
     if group == "model" and option in TASK_FOR_MODEL:
         overrides += TASK_FOR_MODEL[option]
+    if group == "task" and option in DATA_FOR_TASK:
+        overrides += DATA_FOR_TASK[option]
+    if group == "data" and option in TASK_FOR_DATA:
+        overrides += TASK_FOR_DATA[option]
     if group == "optim":
         overrides.append("trainer.max_steps=1000")
     if group == "trainer":  # the default optimizer warms up for longer than a smoke run
@@ -144,3 +159,56 @@ def test_transfer_modes_need_a_checkpoint():
     cfg = compose_train("transfer.mode=finetune")
     with pytest.raises(ConfigError, match="transfer.checkpoint"):
         build_run(cfg)
+
+
+def test_a_task_and_data_that_do_not_fit_fail_when_the_run_is_built(data_dir, tmp_path):
+    from medjax.tasks.base import TaskDataMismatch
+    from tests.data.io.test_io import make_decathlon
+
+    cfg = compose_train("task=segmentation", "data=breast_cancer")
+    # composed without Hydra's runtime: named by the task's class and the data's name
+    with pytest.raises(TaskDataMismatch, match=(
+        r"^task=SegmentationTask needs an image field 'image'; "
+        r"data=breast_cancer \(Wisconsin diagnostic\) has no field 'image'")):
+        build_run(cfg)
+    make_decathlon(tmp_path / "Task09_Tiny", count=5)
+    cfg = compose_train("data=decathlon", f"data.root={tmp_path / 'Task09_Tiny'}",
+                        "data.shape=[8,8,4]")  # images and label maps, no class label
+    with pytest.raises(TaskDataMismatch, match=(
+        r"^task=ClassificationTask needs a class_label field 'label'; data=decathlon "
+        r".*has no field 'label' \(its fields: image 'image', label_map 'mask'\)$")):
+        build_run(cfg)
+
+
+def test_segmentation_spacing_comes_from_the_data(data_dir):
+    cfg = compose_train("task=segmentation", "model=unet_tiny", "data=phantoms_tiny",
+                        f"data.data_dir={data_dir}", "optim=adam")
+    run = build_run(cfg)
+    assert run.task.spacing == run.data.spacing == (12.5, 12.5)  # 400 mm over 32 pixels
+    assert run.task.batch_keys == ("image", "organ_mask")
+
+
+def test_a_warmup_longer_than_the_run_is_fitted_and_logged(data_dir, caplog):
+    cfg = compose_train("data=phantoms_tiny", f"data.data_dir={data_dir}",
+                        "trainer.max_steps=6")  # optim=adamw warms up over 100 steps
+    with caplog.at_level("WARNING", logger="medjax"):
+        run = build_run(cfg)
+    assert [r.getMessage() for r in caplog.records] == [
+        "optim.warmup_steps=100 does not fit trainer.max_steps=6: warming up over 3 "
+        "steps instead"
+    ]
+    import jax.numpy as jnp
+    import numpy as np
+
+    # Adam's update of a constant gradient is -lr(t) per step (bias-corrected
+    # moments give g / |g|; no decay at w = 0): the ramp reaches 3e-3 at step 3
+    params, updates_seen = {"w": jnp.zeros(())}, []
+    state = run.tx.init(params)
+    for _ in range(5):
+        updates, state = run.tx.update({"w": jnp.ones(())}, state, params)
+        updates_seen.append(-float(updates["w"]))
+    np.testing.assert_allclose(updates_seen, [0, 1e-3, 2e-3, 3e-3, 2.25e-3], rtol=1e-4)
+    caplog.clear()
+    build_run(compose_train("data=phantoms_tiny", f"data.data_dir={data_dir}"))
+    assert not caplog.records  # 900 steps: the warm-up fits, nothing said
+    assert run.trainer["max_steps"] == 6

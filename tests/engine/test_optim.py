@@ -15,6 +15,18 @@ def test_warmup_then_cosine():
     assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
 
 
+def test_a_warmup_longer_than_the_run_is_fitted_to_half_of_it():
+    from medjax.engine.optim import fit_warmup
+
+    assert fit_warmup(100, total_steps=6) == 3
+    assert fit_warmup(6, total_steps=6) == 3
+    assert fit_warmup(5, total_steps=6) == 5  # fits: kept
+    assert fit_warmup(0, total_steps=6) == 0 and fit_warmup(1, total_steps=1) == 0
+    schedule = learning_rate_schedule(1.0, 6, "cosine", warmup_steps=fit_warmup(100, 6))
+    np.testing.assert_allclose([float(schedule(s)) for s in range(7)],
+                               [0, 1 / 3, 2 / 3, 1, 0.75, 0.25, 0], atol=1e-6)
+
+
 def test_step_decay():
     schedule = learning_rate_schedule(0.1, total_steps=100, schedule="step", decay_boundaries=(0.5, 0.75))
     values = [float(schedule(s)) for s in (0, 49, 50, 74, 75, 99)]
@@ -58,7 +70,8 @@ def test_gradient_clipping():
         ({"name": "rmsprop"}, "optim.name"),
         ({"lr": 0.0}, "optim.lr"),
         ({"schedule": "linear"}, "optim.schedule"),
-        ({"warmup_steps": 10}, "optim.warmup_steps"),
+        ({"warmup_steps": 10}, "optim.warmup_steps"),  # fit_warmup is the config's
+        ({"warmup_steps": -1}, "optim.warmup_steps"),
     ],
 )
 def test_bad_options_name_themselves(kwargs, option):

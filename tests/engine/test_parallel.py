@@ -8,7 +8,8 @@ from medjax.augment import Augmentation
 from medjax.models.cnn import cnn_tiny
 from medjax.tasks.classification.task import ClassificationTask
 from medjax.engine import sharding
-from medjax.engine.loop import evaluate, init_state
+from medjax.engine.evaluate import evaluate
+from medjax.engine.state import init_state
 from medjax.engine.optim import make_optimizer
 from medjax.engine.step import compile_steps
 

@@ -12,7 +12,8 @@ from medjax.models.cnn import cnn_tiny
 from medjax.tasks.classification.task import ClassificationTask
 from medjax.engine import sharding
 from medjax.engine.checkpoint import Checkpoints
-from medjax.engine.loop import init_state, train
+from medjax.engine.loop import train
+from medjax.engine.state import init_state
 from medjax.engine.optim import make_optimizer
 
 N = 5  # 8 steps an epoch: resuming at 5 and running to 10 crosses an epoch

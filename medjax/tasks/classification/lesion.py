@@ -15,7 +15,7 @@ are cut, the candidate point is augmented with the image (rotation moves it).
 
 import dataclasses
 
-
+from medjax.data import schema as roles
 from medjax.ops import views as view_ops
 from medjax.tasks.base import Batch
 from medjax.tasks.classification.task import ClassificationTask
@@ -26,8 +26,9 @@ class LesionClassificationTask(ClassificationTask):
     """:class:`ClassificationTask` of the views around ``center_key``.
 
     Attributes (besides those of ClassificationTask):
-        center_key: candidate points ``[B, 1, ndim]`` (voxel coordinates), read
-            with ``<center_key>_valid [B, 1]`` (all True), which augmentation needs.
+        center_key: candidate points ``[B, 1, ndim]`` (voxel coordinates), a
+            ``points`` field: augmentation moves them with the image, and reads
+            their validity flags (all True) with them.
         views: names of the views, in the order of the model's streams.
         patch_size: side of every view, in voxels.
         context_scale: how much larger (and coarser) the ``context`` view is.
@@ -55,15 +56,8 @@ class LesionClassificationTask(ClassificationTask):
                 f"{self.patch_size} and {self.context_scale}"
             )
 
-    @property
-    def batch_keys(self) -> tuple[str, ...]:
-        return (self.image_key, self.label_key, self.center_key, self.center_key + "_valid")
-
-    @property
-    def augment_fields(self) -> dict[str, tuple]:
-        # The candidate point moves with the image; its validity is all True.
-        return {"images": (self.image_key,), "masks": (),
-                "points": ((self.center_key, self.center_key + "_valid"),)}
+    def needs(self) -> dict[str, str]:
+        return {**super().needs(), self.center_key: roles.POINTS}
 
     def inputs(self, batch: Batch):
         centers = batch[self.center_key][:, 0]

@@ -10,18 +10,20 @@ import numpy as np
 import optax
 
 from medjax import losses, metrics
-from medjax.tasks.base import Batch
+from medjax.data import schema as roles
+from medjax.tasks.base import Batch, Task
 
 LOSS_FUNCTIONS = ("cross_entropy", "focal")
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassificationTask:
+class ClassificationTask(Task):
     """Classification of ``batch[image_key]`` into ``num_classes``.
 
     Per example: softmax cross-entropy (optax) or the focal loss, optionally
-    weighted by the true class (``class_weights``; ``"balanced"`` in a config is
-    turned into ``N / (K n_k)`` from the training split's counts), and accuracy.
+    weighted by the true class (``class_weights``; ``"balanced"`` is turned into
+    ``N / (K n_k)`` from the training split's counts by ``configure``), and
+    accuracy.
     With ``multi_label`` the labels are ``[B, K]`` 0/1 targets and the loss is the
     sigmoid binary cross-entropy averaged over labels.
 
@@ -36,6 +38,10 @@ class ClassificationTask:
       ``threshold``"; several classes: ``recall_<class>`` for each class.
 
     At each evaluation it draws ``<figure>_confusion.png`` and ``<figure>_roc.png``.
+
+    The model reads ``image_key``: an ``image`` field, or a ``features`` vector
+    (``input_role``; None: whichever of the two the data holds, set by
+    ``configure``, e.g. ``task.image_key=features data=breast_cancer``).
     """
 
     num_classes: int = 2
@@ -45,10 +51,11 @@ class ClassificationTask:
     label_smoothing: float = 0.0
     loss_function: str = "cross_entropy"
     focal_gamma: float = 2.0
-    class_weights: tuple[float, ...] | None = None
+    class_weights: tuple[float, ...] | str | None = None
     threshold: float = 0.5
     multi_label: bool = False
     class_names: tuple[str, ...] | None = None
+    input_role: str | None = None
 
     primary_metric = "auroc"  # the default trainer.best_metric
 
@@ -65,9 +72,21 @@ class ClassificationTask:
                 f"task.loss_function: expected one of {LOSS_FUNCTIONS}, "
                 f"got {self.loss_function!r}"
             )
+        if self.input_role not in (None, roles.IMAGE, roles.FEATURES):
+            raise ValueError(
+                f"task.input_role: expected image, features or null, "
+                f"got {self.input_role!r}"
+            )
         if not 0 < self.threshold < 1:
             raise ValueError(f"task.threshold: expected in (0, 1), got {self.threshold}")
-        if self.class_weights is not None:
+        if self.class_weights == "balanced":
+            pass  # weights from the data's class counts, in configure
+        elif isinstance(self.class_weights, str):
+            raise ValueError(
+                f"task.class_weights: expected {self.num_classes} weights, 'balanced' "
+                f"or null, got {self.class_weights!r}"
+            )
+        elif self.class_weights is not None:
             weights = tuple(float(w) for w in self.class_weights)
             if len(weights) != self.num_classes or min(weights) < 0:
                 raise ValueError(
@@ -83,13 +102,25 @@ class ClassificationTask:
                 )
             object.__setattr__(self, "class_names", tuple(self.class_names))
 
-    @property
-    def batch_keys(self) -> tuple[str, ...]:
-        return (self.image_key, self.label_key)
+    def needs(self) -> dict[str, str]:
+        return {self.image_key: self.input_role or roles.IMAGE,
+                self.label_key: roles.CLASS_LABEL}
 
-    @property
-    def augment_fields(self) -> dict[str, tuple]:
-        return {"images": (self.image_key,), "masks": (), "points": ()}
+    def configure(self, data, *, task_name: str = "", data_name: str = "") -> "Task":
+        """Checks the data's roles (the input may be a ``features`` field);
+        ``class_weights="balanced"`` becomes ``balanced_class_weights`` of the
+        training split's class counts."""
+        task = self
+        held = dict(data.schema).get(self.image_key)
+        if self.input_role is None and held is not None and held.kind == roles.FEATURES:
+            task = dataclasses.replace(task, input_role=roles.FEATURES)
+        task = super(ClassificationTask, task).configure(
+            data, task_name=task_name, data_name=data_name
+        )
+        if task.class_weights != "balanced":
+            return task
+        counts = data.class_counts(data.train_split, self.label_key, self.num_classes)
+        return dataclasses.replace(task, class_weights=balanced_class_weights(counts))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -99,6 +130,10 @@ class ClassificationTask:
         return batch[self.image_key]
 
     def loss(self, logits: jnp.ndarray, batch: Batch) -> tuple[jnp.ndarray, Batch]:
+        if isinstance(self.class_weights, str):
+            raise ValueError(
+                "task.class_weights='balanced': configure(data) turns it into weights"
+            )
         labels, valid = batch[self.label_key], batch["valid"]
         if self.multi_label:
             return self._multi_label_loss(logits, labels, valid)

@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from medjax import losses, metrics
+from medjax.data import schema as roles
 from medjax.inferers import sliding_window
 from medjax.ops import crops
-from medjax.tasks.base import Batch
+from medjax.tasks.base import Batch, Task
 
 # The keyword options each loss takes from the task's fields.
 _LOSS_OPTIONS = {
@@ -44,7 +45,7 @@ _LOSS_OPTIONS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SegmentationTask:
+class SegmentationTask(Task):
     """Voxel-wise softmax segmentation of ``batch[image_key]`` into
     ``num_classes`` labels given by ``batch[mask_key]``.
 
@@ -52,8 +53,8 @@ class SegmentationTask:
         num_classes: label values 0..num_classes-1, 0 is background.
         class_names: one name per class, used in metric names (default
             ``class_<k>``).
-        image_key / mask_key: batch fields of the image ``[B, *S, C]`` and the
-            integer mask ``[B, *S]``.
+        image_key / mask_key: the data's ``image`` field ``[B, *S, C]`` and
+            its ``label_map`` (or ``instance_map``) field ``[B, *S]``.
         binary: map every non-zero mask value to 1 (lesion instance ids to
             lesion/no lesion); the instance ids still define lesions for
             ``lesion_metrics``.
@@ -67,7 +68,8 @@ class SegmentationTask:
             sliding window of evaluation.
         foreground_fraction: share of training patches centred on foreground.
         window_overlap / window_batch_size: sliding-window inference options.
-        spacing: voxel size for surface distances (None: voxels).
+        spacing: voxel size for surface distances (None: the data's, filled in
+            by ``configure``; voxels when the data has none).
         lesion_metrics: compute per-lesion detection sensitivity and precision.
         num_figure_cases: cases drawn at each evaluation.
     """
@@ -126,13 +128,23 @@ class SegmentationTask:
 
     primary_metric = "dice"
 
-    @property
-    def batch_keys(self) -> tuple[str, ...]:
-        return (self.image_key, self.mask_key)
+    def needs(self) -> dict[str, str]:
+        return {self.image_key: roles.IMAGE, self.mask_key: roles.LABEL_MAP}
 
-    @property
-    def augment_fields(self) -> dict[str, tuple]:
-        return {"images": (self.image_key,), "masks": (self.mask_key,), "points": ()}
+    def configure(self, data, *, task_name: str = "", data_name: str = "") -> "Task":
+        """Checks the data's roles; ``spacing: null`` becomes the data's voxel
+        spacing (when it has one)."""
+        task = super().configure(data, task_name=task_name, data_name=data_name)
+        if task.spacing is None and data.spacing is not None:
+            task = dataclasses.replace(task, spacing=data.spacing)
+        return task
+
+    def prediction_role(self) -> str | None:
+        return roles.LABEL_MAP
+
+    def decode(self, outputs: Any) -> jnp.ndarray:
+        """Labels ``[B, *S]`` (uint8) from the logits ``[B, *S, K]``."""
+        return jnp.argmax(outputs, axis=-1).astype(jnp.uint8)
 
     def inputs(self, batch: Batch) -> jnp.ndarray:
         return batch[self.image_key]
@@ -141,18 +153,21 @@ class SegmentationTask:
         mask = batch[self.mask_key]
         return (mask > 0).astype(jnp.int32) if self.binary else mask.astype(jnp.int32)
 
-    def training_batch(self, key, batch: Batch) -> Batch:
-        """One patch per example (``patch_size``), foreground-oversampled; the
-        whole batch when no patch size is set."""
-        if self.patch_size is None:
+    def prepare_batch(self, key, batch: Batch, *, train: bool) -> Batch:
+        """In training with ``patch_size`` set, one patch per example,
+        foreground-oversampled, cut at the same place from every dense field
+        (image, label and instance maps, vector fields); else the whole batch
+        (evaluation slides windows over whole images instead)."""
+        if not train or self.patch_size is None:
             return batch
         corners = crops.sample_patch_corners(
             key, self.labels(batch), self.patch_size, num_classes=self.num_classes,
             foreground_fraction=self.foreground_fraction,
         )
+        dense = roles.keys_of(self.batch_roles(), *roles.DENSE_KINDS)
         cropped = {
             field: crops.extract_patches(batch[field], corners, self.patch_size)
-            for field in (self.image_key, self.mask_key)
+            for field in dense
         }
         return {**batch, **cropped}
 

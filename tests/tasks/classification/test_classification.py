@@ -184,3 +184,63 @@ def test_auroc_and_accuracy_are_medmnists_auc_and_acc(kind):
     result = task.split_metrics({"probabilities": scores, "label": labels})
     assert result["auroc"] == pytest.approx(auc, abs=1e-12)
     assert result["accuracy"] == pytest.approx(acc, abs=1e-12)
+
+
+class _Data:
+    """The parts of a Dataset that configure reads: roles and class counts."""
+
+    name = "toy"
+    train_split = "train"
+
+    def __init__(self, schema, labels=()):
+        self.schema, self._labels = schema, np.asarray(labels, int)
+
+    def class_counts(self, split, key, num_classes):
+        assert (split, key) == ("train", "label")
+        return np.bincount(self._labels, minlength=num_classes)
+
+
+def test_configure_turns_balanced_weights_into_weights_of_the_counts():
+    from medjax.data import schema as roles
+
+    data = _Data({"image": roles.image(), "label": roles.CLASS},
+                 labels=[0, 0, 0, 1, 2, 2])
+    task = ClassificationTask(num_classes=3, class_weights="balanced")
+    with pytest.raises(ValueError, match="configure"):  # not usable before
+        batch = {"label": jnp.array([0]), "valid": jnp.ones(1, bool)}
+        task.loss(jnp.zeros((1, 3)), batch)
+    configured = task.configure(data)
+    # N / (K n_k): 6 / (3 * [3, 1, 2])
+    np.testing.assert_allclose(configured.class_weights, [2 / 3, 2.0, 1.0])
+    assert configured.batch_keys == ("image", "label")
+    with pytest.raises(ValueError, match="task.class_weights"):
+        ClassificationTask(class_weights="even")
+
+
+def test_configure_names_the_missing_role():
+    from medjax.data import schema as roles
+    from medjax.tasks.base import TaskDataMismatch
+
+    data = _Data({"image": roles.image(), "mask": roles.label_map()})
+    with pytest.raises(TaskDataMismatch, match=(
+        "^task=classification needs a class_label field 'label'; data=decathlon has no "
+        "field 'label'")):
+        ClassificationTask().configure(
+            data, task_name="classification", data_name="decathlon"
+        )
+
+
+def test_lesion_task_reads_its_points_with_their_validity():
+    from medjax.data import schema as roles
+    from medjax.tasks.classification.lesion import LesionClassificationTask
+
+    data = _Data({
+        "image": roles.image(), "lesion_label": roles.CLASS,
+        "lesion_center": roles.points(valid="lesion_center_valid"),
+        "lesion_center_valid": roles.VALID, "organ_mask": roles.label_map(),
+    })
+    task = LesionClassificationTask().configure(data)
+    assert set(task.batch_keys) == {"image", "lesion_label", "lesion_center",
+                                    "lesion_center_valid"}
+    center = dict(task.batch_roles())["lesion_center"]
+    assert center == roles.points("lesion_center_valid")

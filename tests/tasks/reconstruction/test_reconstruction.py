@@ -173,7 +173,7 @@ def test_anomaly_detection_trains_end_to_end_and_exports_latents(data_dir, tmp_p
     its codes of the validation split exported."""
     from medjax.data.datasets.phantoms.healthy import healthy_phantoms
     from medjax.models.autoencoder import vae_tiny
-    from medjax.engine import loop, sharding
+    from medjax.engine import evaluate, loop, sharding
     from medjax.engine.optim import make_optimizer
 
     data = healthy_phantoms(
@@ -199,7 +199,7 @@ def test_anomaly_detection_trains_end_to_end_and_exports_latents(data_dir, tmp_p
     assert train_losses[-1] < train_losses[0]
 
     mesh = sharding.data_mesh()
-    state, _ = loop.restore_checkpoint(
+    state, _ = evaluate.restore_checkpoint(
         loop.init_state(model, tx, data, task, mesh, 0), run_dir, "latest"
     )
     out = tasks.export_latents(model, state.variables(), data, "validation", str(tmp_path / "latents"))

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from medjax import losses
+from medjax.data import schema as roles
+from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.segmentation.task import SegmentationTask
 
 
@@ -50,14 +52,75 @@ def test_deep_supervision_weights_halve_per_level_against_strided_labels():
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
 
 
-def test_training_batch_crops_image_and_mask_together():
+def test_training_batches_crop_every_dense_field_at_one_place():
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 4, size=(6, 20, 17))
     task = SegmentationTask(num_classes=4, patch_size=(8, 5), foreground_fraction=0.5)
-    out = task.training_batch(jax.random.key(0), _batch(labels))
+    batch = _batch(labels)
+    # an instance map and a displacement field ride along: both are dense fields
+    batch["instances"] = jnp.asarray(labels * 10, jnp.int32)
+    batch["flow"] = jnp.stack([batch["image"][..., 0], -batch["image"][..., 0]], -1)
+    batch["label"] = jnp.arange(6)  # not on the grid: left as it is
+    task = dataclasses.replace(task, schema=roles.as_schema({
+        "image": roles.image(), "mask": roles.label_map(),
+        "instances": roles.instance_map(), "flow": roles.VECTOR, "label": roles.CLASS,
+    }))
+    out = task.prepare_batch(jax.random.key(0), batch, train=True)
     assert out["image"].shape == (6, 8, 5, 1) and out["mask"].shape == (6, 8, 5)
     np.testing.assert_array_equal(out["image"][..., 0], out["mask"].astype(np.float32))
-    assert SegmentationTask(num_classes=4).training_batch(None, _batch(labels))["mask"].shape == (6, 20, 17)
+    np.testing.assert_array_equal(out["instances"], out["mask"] * 10)
+    np.testing.assert_array_equal(out["flow"][..., 1], -out["mask"].astype(np.float32))
+    np.testing.assert_array_equal(out["label"], np.arange(6))
+    # evaluation, or no patch size: whole images
+    whole = task.prepare_batch(jax.random.key(0), batch, train=False)
+    assert whole["mask"].shape == (6, 20, 17) and whole["flow"].shape == (6, 20, 17, 2)
+    whole_task = SegmentationTask(num_classes=4)
+    unpatched = whole_task.prepare_batch(None, _batch(labels), train=True)
+    assert unpatched["mask"].shape == (6, 20, 17)
+
+
+class _Data:
+    """The parts of a Dataset that configure reads."""
+
+    def __init__(self, schema, spacing=None, name="toy"):
+        self.schema, self.spacing, self.name = schema, spacing, name
+
+
+def test_configure_checks_roles_and_fills_spacing_from_the_data():
+    data = _Data({"image": roles.image(), "organ_mask": roles.label_map(),
+                  "label": roles.CLASS}, spacing=(2.0, 3.0))
+    task = SegmentationTask(mask_key="organ_mask").configure(data)
+    assert task.spacing == (2.0, 3.0)
+    assert task.batch_keys == ("image", "organ_mask")
+    assert dict(task.batch_roles()) == {
+        "image": roles.image(), "organ_mask": roles.label_map()
+    }
+    # a spacing set in the config wins over the data's
+    own = SegmentationTask(mask_key="organ_mask", spacing=(1, 1)).configure(data)
+    assert own.spacing == (1, 1)
+    # instance ids serve a label_map need (binary lesion segmentation)
+    lesions = _Data({"image": roles.image(), "lesion_mask": roles.instance_map()})
+    binary = SegmentationTask(mask_key="lesion_mask", binary=True).configure(lesions)
+    assert binary.spacing is None
+    tabular = _Data({"features": roles.TABULAR, "label": roles.CLASS},
+                    name="breast_cancer")
+    with pytest.raises(TaskDataMismatch) as error:
+        SegmentationTask().configure(tabular, task_name="segmentation")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(
+        "task=segmentation needs an image field 'image'; data=breast_cancer has no "
+        "field 'image'"
+    )
+
+
+def test_predictions_are_label_maps_decoded_by_argmax():
+    task = SegmentationTask(num_classes=3)
+    assert task.prediction_role() == "label_map"
+    logits = jnp.asarray([[[0.0, 2.0, 1.0], [3.0, -1.0, 0.0]]])  # [1, 2, 3]
+    labels = task.decode(logits)
+    assert labels.dtype == jnp.uint8
+    np.testing.assert_array_equal(labels, [[1, 0]])
 
 
 def test_predict_uses_sliding_windows_only_when_the_patch_is_smaller():
@@ -130,7 +193,7 @@ def test_3d_patch_training_and_sliding_window_evaluation_end_to_end(tmp_path):
     assert data.spacing == (25.0, 25.0, 17.5)
     task = SegmentationTask(
         num_classes=8, class_names=tuple(ORGAN_LABELS), mask_key="organ_mask",
-        patch_size=(8, 8, 8), window_batch_size=4, spacing=data.spacing,
+        patch_size=(8, 8, 8), window_batch_size=4,  # spacing: the data's (configure)
     )
     summary = train(
         task=task, model=unet_tiny(num_classes=8, spatial_dims=3),
@@ -160,7 +223,8 @@ def test_decathlon_folder_trains_end_to_end(tmp_path):
     )
     assert data.spacing == (4.0, 4.0, 4.0)
     assert len(data.source("train")) == 4 and len(data.source("validation")) == 1
-    task = SegmentationTask(num_classes=3, mask_key="mask", spacing=data.spacing)
+    task = SegmentationTask(num_classes=3, mask_key="mask").configure(data)
+    assert task.spacing == data.spacing
     summary = train(
         task=task, model=unet_tiny(num_classes=3, spatial_dims=3),
         tx=make_optimizer("adam", lr=1e-3, total_steps=2), data=data,
