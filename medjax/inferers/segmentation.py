@@ -23,10 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medjax.data import io
+from medjax.data import io, preprocess
 from medjax.engine.evaluate import restore_checkpoint
 from medjax.engine.state import create_train_state
 from medjax.errors import ConfigError
+from medjax.viz import overlay
 from medjax.runtime import compiler_options
 
 # nibabel axis codes of the phantoms' array axes: toward Posterior, Left, Superior.
@@ -72,7 +73,7 @@ class Segmenter:
             target = self.spacing if ndim == len(self.spacing) else (
                 tuple(self.spacing[:2]) + tuple(volume.spacing[2:])
             )
-            resampled = io.resample_to_spacing(volume, target)
+            resampled = preprocess.resample_to_spacing(volume, target)
         image = self._normalize(volume, np.asarray(resampled.array))
         if self.spatial_dims == ndim:
             labels = np.asarray(self.segment_batch(image[None, ..., None]))[0]
@@ -119,8 +120,8 @@ def to_display_orientation(volume: io.Volume):
 
 def _back_to_grid(labels: np.ndarray, resampled: io.Volume, original: io.Volume) -> np.ndarray:
     """Nearest-neighbour labels on ``original``'s grid (voxel 0 shared, as
-    ``io.resample_to_spacing`` keeps it)."""
-    on_grid = io.resample_to_spacing(
+    ``preprocess.resample_to_spacing`` keeps it)."""
+    on_grid = preprocess.resample_to_spacing(
         dataclasses.replace(resampled, array=labels), original.spacing, order=0
     ).array
     # Rounding may leave a voxel more or less at the far end of an axis.
@@ -168,4 +169,4 @@ def write_overlay(volume: io.Volume, labels: np.ndarray, path: str, normalize) -
     if image.ndim == 3:
         k = int(np.argmax((labels > 0).reshape(-1, labels.shape[-1]).sum(0)))
         image, labels = image[..., k], labels[..., k]
-    io.save_overlay_png(image, labels, path)
+    overlay.save_overlay_png(image, labels, path)

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from medjax.data import io
+from medjax.data import io, preprocess
 from medjax.data.datasets.phantoms import torso as phantoms
 from tests.cli.test_cli import medjax, records
 
@@ -72,7 +72,7 @@ def test_predict_nifti_keeps_shape_and_affine(run_dir, data_dir, tmp_path):
 def test_predict_png_and_dicom(run_dir, data_dir, tmp_path):
     from PIL import Image
 
-    windowed = io.ct_window(_phantom_volume_hu(slices=1)[..., 0])
+    windowed = preprocess.ct_window(_phantom_volume_hu(slices=1)[..., 0])
     Image.fromarray(np.round((windowed + 1) * 127.5).astype(np.uint8)).save(tmp_path / "slice.png")
     result = medjax(
         "medjax-predict", f"run_dir={run_dir}", f"input={tmp_path}/slice.png",

@@ -14,7 +14,6 @@ Host preprocessing (``ct_window``, ``zscore``, ``resample_to_spacing``,
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -52,25 +51,6 @@ __all__ = [
 # ``io.resample_to_spacing`` in code written against the old module keeps working
 # (an eager import of ``medjax.viz`` from here would be circular). New code imports
 # them from their homes.
-_MOVED = {
-    "ct_window": "medjax.data.preprocess",
-    "zscore": "medjax.data.preprocess",
-    "resample_to_spacing": "medjax.data.preprocess",
-    "center_crop_or_pad": "medjax.data.preprocess",
-    "mask_edges": "medjax.viz.overlay",
-    "save_overlay_png": "medjax.viz.overlay",
-    "PREDICTION_COLOR": "medjax.viz.overlay",
-    "TRUTH_COLOR": "medjax.viz.overlay",
-    "DecathlonSource": "medjax.data.datasets.decathlon.source",
-    "decathlon_sources": "medjax.data.datasets.decathlon.source",
-}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def load_image(path: PathLike) -> Volume:
     """Reads ``.nii``/``.nii.gz`` (NIfTI), ``.png``, or a directory / ``.dcm`` file
