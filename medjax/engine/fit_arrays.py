@@ -22,6 +22,7 @@ take that key, ``fold_in(fold_in(key, i), 1)``).
 """
 
 import dataclasses
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -65,6 +66,7 @@ def fit_arrays(
     has_aux: bool = False,
     state: Any = None,
     epoch_seed: int = 0,
+    steps_per_call: int = 1,
     progress: str | None = None,
     callback: Callable[[int, Any], None] | None = None,
 ) -> Fit:
@@ -88,6 +90,10 @@ def fit_arrays(
         state: variables the loss updates but ``tx`` does not train (an RBM's
             persistent chain); None: none.
         epoch_seed: seeds the ``"epochs"`` permutations.
+        steps_per_call: steps run in one jitted call (a ``lax.scan``): many
+            for short steps (full-batch regression), where dispatching each step
+            from Python would dominate; ``callback`` and the progress bar see
+            the end of each call only.
         progress: a tqdm description to show a progress bar (None: none).
         callback: ``(steps_done, params) -> None``, called on the host after each
             step (e.g. a test curve every few steps).
@@ -108,53 +114,59 @@ def fit_arrays(
         raise ValueError("fit_arrays: order='random' needs a key")
     with_state = state is not None
     aux = has_aux or with_state
-    if order == "random":
-        data = jax.tree.map(jnp.asarray, data)
-        rows_per_step = min(batch_size, num_rows)
+    steps_per_call = max(1, min(steps_per_call, steps))
+    data = jax.tree.map(jnp.asarray, data)
+    rows_per_step = num_rows if order == "full" else min(batch_size, num_rows)
 
     def take(data, rows):
         return jax.tree.map(lambda array: array[rows], data)
 
-    @jax.jit
-    def step(params, state, opt_state, data, step_key):
-        loss_key = step_key
+    def one_step(carry, inputs, data):
+        params, state, opt_state = carry
+        index, rows = inputs
+        step_key = loss_key = None if key is None else jax.random.fold_in(key, index)
         if order == "random":
             rows = jax.random.choice(step_key, num_rows, (rows_per_step,), replace=False)
-            data = take(data, rows)
             loss_key = jax.random.fold_in(step_key, 1)
-        args = (params, data, loss_key) + ((state,) if with_state else ())
+        batch = data if order == "full" else take(data, rows)
+        args = (params, batch, loss_key) + ((state,) if with_state else ())
         result, grads = jax.value_and_grad(loss_fn, has_aux=aux)(*args)
         loss, metrics = result if aux else (result, {})
         if with_state:
             metrics, state = metrics
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), state, opt_state, loss, metrics
+        return (optax.apply_updates(params, updates), state, opt_state), (loss, metrics)
+
+    @jax.jit
+    def run(carry, indices, rows, data):
+        """``len(indices)`` steps in one call."""
+        return jax.lax.scan(partial(one_step, data=data), carry, (indices, rows))
 
     steps_per_epoch = num_rows // batch_size if order == "epochs" else 0
-    opt_state, history = tx.init(params), []
-    permutation = None
-    for i in tqdm(range(steps), desc=progress, disable=progress is None, leave=False):
-        step_key = None if key is None else jax.random.fold_in(key, i)
-        batch = data
+    carry, history = (params, state, tx.init(params)), []
+    bar = tqdm(total=steps, desc=progress, disable=progress is None, leave=False)
+    for start in range(0, steps, steps_per_call):
+        indices = np.arange(start, min(start + steps_per_call, steps))
+        rows = np.zeros((len(indices), 0), np.int32)  # drawn in the step, or all rows
         if order == "epochs":
-            epoch, index = divmod(i, steps_per_epoch)
-            if index == 0:
-                permutation = np.random.default_rng([epoch_seed, epoch]).permutation(num_rows)
-            batch = take(data, permutation[index * batch_size : (index + 1) * batch_size])
-        params, state, opt_state, loss, metrics = step(
-            params, state, opt_state, batch, step_key
-        )
-        history.append((loss, metrics))
+            rows = np.stack([_epoch_rows(i, steps_per_epoch, batch_size, num_rows, epoch_seed)
+                             for i in indices])
+        carry, outputs = run(carry, indices, rows, data)
+        history.append(outputs)
+        bar.update(len(indices))
         if callback is not None:
-            callback(i + 1, params)
-    losses, metrics = jax.device_get(list(zip(*history)))
-    names = metrics[0].keys()
-    return Fit(
-        params=params,
-        state=state,
-        losses=np.asarray(losses),
-        metrics={name: np.asarray([m[name] for m in metrics]) for name in names},
-    )
+            callback(int(indices[-1]) + 1, carry[0])
+    bar.close()
+    losses, metrics = jax.device_get(jax.tree.map(lambda *chunks: jnp.concatenate(chunks), *history))
+    return Fit(params=carry[0], state=carry[1], losses=np.asarray(losses),
+               metrics={name: np.asarray(values) for name, values in metrics.items()})
+
+
+def _epoch_rows(step: int, steps_per_epoch: int, batch_size: int, num_rows: int, seed: int):
+    """The rows of ``step`` in the ``"epochs"`` order."""
+    epoch, index = divmod(step, steps_per_epoch)
+    permutation = np.random.default_rng([seed, epoch]).permutation(num_rows)
+    return permutation[index * batch_size : (index + 1) * batch_size]
 
 
 def fit_by_gradient_descent(
@@ -211,6 +223,7 @@ def fit_by_gradient_descent(
         return mean_squared_error(y, X @ params["w"] + b)
 
     fit = fit_arrays(
-        loss_fn, {"w": w0, "b": b0}, (X, y), tx=optimizer(lr), steps=steps, order="full"
+        loss_fn, {"w": w0, "b": b0}, (X, y), tx=optimizer(lr), steps=steps, order="full",
+        steps_per_call=steps,  # one scan, as the steps are tiny
     )
     return fit.params["w"], fit.params["b"], fit.losses

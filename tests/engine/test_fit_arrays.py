@@ -40,7 +40,7 @@ def test_minibatch_sgd_reaches_the_normal_equation(order):
     tx = optax.sgd(optax.piecewise_constant_schedule(0.1, {3000: 0.1, 3500: 0.1}))
     fit = fit_arrays(
         _squared_error, {"w": jnp.zeros(5), "b": jnp.zeros(())}, (X, y), tx=tx,
-        steps=4000, batch_size=16, order=order, key=jax.random.key(0),
+        steps=4000, batch_size=16, order=order, key=jax.random.key(0), steps_per_call=500,
     )
     np.testing.assert_allclose(fit.params["w"], w_closed, atol=2e-2)
     assert float(fit.params["b"]) == pytest.approx(float(b_closed), abs=1e-2)
@@ -129,3 +129,22 @@ def test_bad_options_raise_one_clear_line(options, message):
     options = {"steps": 1, "order": "full", **options}
     with pytest.raises(ValueError, match=message):
         fit_arrays(_squared_error, {}, jnp.zeros((4, 2)), tx=optax.sgd(0.1), **options)
+
+
+@pytest.mark.parametrize("order", ["random", "epochs"])
+def test_steps_per_call_changes_no_number(order):
+    X, y = _data(num_examples=29)
+    calls = []
+
+    def fit(steps_per_call):
+        return fit_arrays(
+            _squared_error, {"w": jnp.zeros(5), "b": jnp.zeros(())}, (X, y),
+            tx=optax.adam(0.1), steps=17, batch_size=8, order=order, key=jax.random.key(2),
+            steps_per_call=steps_per_call, callback=lambda done, _: calls.append(done),
+        )
+
+    one, chunked = fit(1), fit(5)
+    assert calls[17:] == [5, 10, 15, 17]  # the end of each call
+    np.testing.assert_array_equal(one.losses, chunked.losses)
+    for name in ("w", "b"):
+        np.testing.assert_array_equal(one.params[name], chunked.params[name])
