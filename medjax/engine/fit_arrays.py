@@ -43,7 +43,8 @@ class Fit:
     Attributes:
         params: the trained parameters.
         state: the final non-trained state (None without one).
-        losses: ``[steps]`` the loss of each step's minibatch, before its update.
+        losses: ``[steps]`` the loss of each step's minibatch, before its update
+            (a jax array).
         metrics: ``{name: [steps]}`` the loss function's auxiliary metrics.
     """
 
@@ -157,9 +158,9 @@ def fit_arrays(
         if callback is not None:
             callback(int(indices[-1]) + 1, carry[0])
     bar.close()
-    losses, metrics = jax.device_get(jax.tree.map(lambda *chunks: jnp.concatenate(chunks), *history))
-    return Fit(params=carry[0], state=carry[1], losses=np.asarray(losses),
-               metrics={name: np.asarray(values) for name, values in metrics.items()})
+    # Left on the device (no host transfer), so that fit_arrays can run inside jit.
+    losses, metrics = jax.tree.map(lambda *chunks: jnp.concatenate(chunks), *history)
+    return Fit(params=carry[0], state=carry[1], losses=losses, metrics=metrics)
 
 
 def _epoch_rows(step: int, steps_per_epoch: int, batch_size: int, num_rows: int, seed: int):
@@ -194,7 +195,7 @@ def fit_by_gradient_descent(
         lr: learning rate.
         steps: number of updates.
         optimizer: ``lr -> optax.GradientTransformation`` (``optax.sgd``,
-            ``optax.adam``, or a ``functools.partial`` of one).
+            ``optax.adam``, or a ``functools.partial`` of one); hashable.
         fit_intercept: False keeps ``b = 0``.
         init: starting ``(w [D], b)``; zeros by default.
 
@@ -216,7 +217,15 @@ def fit_by_gradient_descent(
         w0, b0 = jnp.zeros(X.shape[1], dtype), jnp.zeros((), dtype)
     else:
         w0, b0 = jnp.asarray(init[0], dtype), jnp.asarray(init[1], dtype)
+    return _descend(
+        X, y, w0, b0, lr, steps=steps, optimizer=optimizer, fit_intercept=fit_intercept
+    )
 
+
+# Jitted at module level, so that a second fit of the same shapes and options
+# compiles nothing (fit_arrays' own step is jitted anew at every call).
+@partial(jax.jit, static_argnames=("steps", "optimizer", "fit_intercept"))
+def _descend(X, y, w0, b0, lr, *, steps, optimizer, fit_intercept):
     def loss_fn(params, batch, key):
         X, y = batch
         b = params["b"] if fit_intercept else 0.0
@@ -224,6 +233,6 @@ def fit_by_gradient_descent(
 
     fit = fit_arrays(
         loss_fn, {"w": w0, "b": b0}, (X, y), tx=optimizer(lr), steps=steps, order="full",
-        steps_per_call=steps,  # one scan, as the steps are tiny
+        steps_per_call=steps,  # one scan: the steps are tiny
     )
     return fit.params["w"], fit.params["b"], fit.losses

@@ -81,13 +81,14 @@ def fit_rbm(
         loss_fn, params, data, tx=tx, steps=epochs * steps_per_epoch,
         batch_size=batch_size, order="epochs", key=key, state=variables,
     )
+    metrics = {name: np.asarray(values) for name, values in fit.metrics.items()}
     history = []
     for epoch in range(epochs):
         steps = slice(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch)
         # Summed in float32, one step after the other, as the metrics arrive.
         history.append({
             name: float(sum(values[steps], np.float32(0.0))) / steps_per_epoch
-            for name, values in fit.metrics.items()
+            for name, values in metrics.items()
         })
     return {**fit.state, "params": fit.params}, history
 
