@@ -53,7 +53,7 @@ def test_needs_an_image_field():
     assert RBMTask(image_key="mr_image").batch_keys == ("mr_image",)
     assert RBMTask().batch_roles() == (("image", roles.image()),)
     tabular = type("Data", (), {"schema": {"features": roles.TABULAR}, "name": "breast_cancer"})
-    with pytest.raises(TaskDataMismatch, match="task=RBMTask needs a image field 'image'"):
+    with pytest.raises(TaskDataMismatch, match="task=RBMTask needs an? image field 'image'"):
         RBMTask().configure(tabular())
 
 
