@@ -25,7 +25,44 @@ def _data(num_examples=203, num_features=5, noise=0.3, seed=0):
     return X.astype(np.float32), y.astype(np.float32)
 
 
-''' + open("/tmp/fam_gd_tests.py").read().replace("regression.fit_by_gradient_descent", "fit_by_gradient_descent").replace("regression.mean_squared_error", "metrics.mean_squared_error").replace("regression.", "linear.") + '''
+@pytest.mark.parametrize(
+    "optimizer, lr, steps",
+    [(optax.sgd, 0.1, 3000), (partial(optax.sgd, momentum=0.9), 0.05, 800),
+     (optax.adam, 0.05, 3000)],
+    ids=["sgd", "momentum", "adam"],
+)
+def test_gradient_descent_converges_to_normal_equation(optimizer, lr, steps):
+    X, y = _data()
+    w_closed, b_closed = linear.normal_equation(X, y)
+    mse_closed = metrics.mean_squared_error(y, linear.predict(X, w_closed, b_closed))
+    w, b, losses = fit_by_gradient_descent(
+        X, y, lr=lr, steps=steps, optimizer=optimizer
+    )
+    assert losses.shape == (steps,)
+    # Starts at the MSE of w = 0, b = 0, and ends at the closed form's minimum.
+    assert float(losses[0]) == pytest.approx(float(np.mean(y.astype(np.float64) ** 2)), rel=1e-5)
+    assert float(losses[-1]) == pytest.approx(float(mse_closed), rel=1e-4)
+    np.testing.assert_allclose(w, w_closed, atol=2e-3)
+    assert float(b) == pytest.approx(float(b_closed), abs=2e-3)
+
+
+def test_gradient_descent_sgd_loss_decreases_monotonically():
+    # Below 1/lambda_max of the Hessian, every plain gradient step lowers the loss.
+    X, y = _data(seed=6)
+    _, _, losses = fit_by_gradient_descent(X, y, lr=0.05, steps=300)
+    assert np.all(np.diff(np.asarray(losses)) <= 1e-6)
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_gradient_descent_without_intercept_and_from_init():
+    X, y = _data(seed=7)
+    w_closed, _ = linear.normal_equation(X, y, fit_intercept=False)
+    w, b, _ = fit_by_gradient_descent(
+        X, y, lr=0.1, steps=3000, fit_intercept=False, init=(jnp.ones(5), 0.0)
+    )
+    np.testing.assert_allclose(w, w_closed, atol=2e-3)
+    assert float(b) == 0.0
+
 
 def _squared_error(params, batch, key):
     X, y = batch
