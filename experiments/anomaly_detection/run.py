@@ -22,11 +22,11 @@ import numpy as np
 
 from medjax.config import compose
 from medjax.config.run import build_run
-from medjax.tasks.reconstruction.task import export_latents
 from medjax.engine import loop, sharding
 from medjax.engine.evaluate import evaluate, restore_checkpoint
 from medjax.engine.state import init_state
 from medjax.engine.step import compile_steps
+from medjax.inferers.latents import export_latents
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VARIANTS = {"ae": "autoencoder", "denoising": "denoising AE", "vae": "VAE"}
@@ -73,9 +73,7 @@ def run_one(variant: str, seed: int, steps: int, runs: str, data_dir: str | None
 
 
 def plot(results: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from medjax import viz  # noqa: F401  (the backend, before pyplot)
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2))

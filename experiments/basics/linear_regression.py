@@ -16,16 +16,17 @@ import os
 import time
 from functools import partial
 
+from medjax import viz  # noqa: F401
+
 import jax
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from sklearn.datasets import load_diabetes
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from sklearn.datasets import load_diabetes  # noqa: E402
-
-from medjax.models import linear as regression  # noqa: E402
+from medjax import metrics
+from medjax.engine.fit_arrays import fit_by_gradient_descent
+from medjax.models import linear as regression
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,7 +36,7 @@ def standardised_descent(X, y, **options):
     (``w = w_z / std``, ``b = b_z - sum(w_z mean / std)``): same minimiser, far
     better conditioned (the diabetes columns have a std of 0.048)."""
     mean, std = X.mean(axis=0), X.std(axis=0)
-    w_z, b_z, losses = regression.fit_by_gradient_descent((X - mean) / std, y, **options)
+    w_z, b_z, losses = fit_by_gradient_descent((X - mean) / std, y, **options)
     w_z, b_z = np.asarray(w_z, np.float64), float(b_z)
     return w_z / std, b_z - float(np.sum(w_z * mean / std)), np.asarray(losses)
 
@@ -63,25 +64,25 @@ def main():
 
     # One feature: the seed's a and b, numpy.polyfit, gradient descent.
     (a, b), t_closed = timed(regression.simple_linear_regression, bmi, y)
-    mse_closed = float(regression.mean_squared_error(y, a * bmi + b))
+    mse_closed = float(metrics.mean_squared_error(y, a * bmi + b))
     a_ref, b_ref = np.polyfit(bmi.astype(np.float64), y.astype(np.float64), 1)
     gd_options = dict(lr=0.2, steps=200)
     (w_gd, b_gd, losses), t_gd = timed(standardised_descent, bmi[:, None], y, **gd_options)
     curves["1 feature (bmi), SGD lr 0.2"] = (losses, mse_closed)
     rows.append(("bmi -> progression", "closed form (seed a, b)", [a], b, mse_closed,
-                 float(regression.r2_score(y, a * bmi + b)), t_closed))
+                 float(metrics.r2_score(y, a * bmi + b)), t_closed))
     rows.append(("", "numpy.polyfit", [a_ref], b_ref, None, None, None))
-    mse_gd = float(regression.mean_squared_error(y, w_gd[0] * bmi + b_gd))
+    mse_gd = float(metrics.mean_squared_error(y, w_gd[0] * bmi + b_gd))
     rows.append(("", f"gradient descent ({gd_options['steps']} SGD steps)", w_gd, b_gd,
-                 mse_gd, float(regression.r2_score(y, w_gd[0] * bmi + b_gd)), t_gd))
+                 mse_gd, float(metrics.r2_score(y, w_gd[0] * bmi + b_gd)), t_gd))
 
     # All ten features: the normal equation, numpy.linalg.lstsq, gradient descent.
     (w, b), t_closed = timed(regression.normal_equation, X, y)
-    mse_closed = float(regression.mean_squared_error(y, regression.predict(X, w, b)))
+    mse_closed = float(metrics.mean_squared_error(y, regression.predict(X, w, b)))
     design = np.hstack([X, np.ones((len(X), 1))]).astype(np.float64)
     reference = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)[0]
     rows.append(("10 features -> progression", "normal equation (lstsq)", w, b,
-                 mse_closed, float(regression.r2_score(y, regression.predict(X, w, b))),
+                 mse_closed, float(metrics.r2_score(y, regression.predict(X, w, b))),
                  t_closed))
     rows.append(("", "numpy.linalg.lstsq (float64)", reference[:-1], reference[-1],
                  float(np.mean((design @ reference - y) ** 2)), None, None))
@@ -95,8 +96,8 @@ def main():
         curves[f"10 features, {label}"] = (losses, mse_closed)
         prediction = X @ w_gd + b_gd
         rows.append(("", f"gradient descent ({options['steps']} steps, {label})",
-                     w_gd, b_gd, float(regression.mean_squared_error(y, prediction)),
-                     float(regression.r2_score(y, prediction)), t_gd))
+                     w_gd, b_gd, float(metrics.mean_squared_error(y, prediction)),
+                     float(metrics.r2_score(y, prediction)), t_gd))
 
     # The table (markdown), coefficients in the data's original units.
     print("| data | method | w (" + ", ".join(names[:3]) + ", ...) | max abs w - w_closed"

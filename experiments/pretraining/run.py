@@ -12,14 +12,14 @@ Arms, each run with seeds 0..``--seeds``-1 (the seed picks the labelled subset,
 the initialisation and the pretraining noise):
 
 - ``dbn_pretrained``: greedy RBM pretraining of ``--hidden`` on the whole pool
-  (``medjax.tasks.generative.pretrain_dbn``, CD-1, plain SGD), copied into a
+  (``medjax.engine.pretraining.pretrain_dbn``, CD-1, plain SGD), copied into a
   ``DBNClassifier`` (``medjax.models.dbn.copy_rbm_weights``), then fine-tuned
   end to end on the labelled slices;
 - ``dbn_random``: the same ``DBNClassifier``, the same initial head, random
   hidden layers (flax's default init), fine-tuned identically;
 - ``sae_pretrained``: a ``StackedAutoencoder`` of the same widths pretrained
   greedily then end to end on the pool
-  (``medjax.tasks.reconstruction.task.train_stacked_autoencoder``); its encoder layers
+  (``medjax.engine.pretraining.train_stacked_autoencoder``); its encoder layers
   ``encoder_k`` are copied into the hidden layers ``Dense_k`` of an ``MLP``
   (``medjax.models.mlp``: Dense-ReLU layers and a linear head), fine-tuned
   identically;
@@ -53,24 +53,23 @@ import os
 import tempfile
 import time
 
+from medjax import viz  # noqa: F401
+
 import jax
 import jax.numpy as jnp
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from medjax import metrics  # noqa: E402
-from medjax.data import pipeline  # noqa: E402
-from medjax.data.datasets.phantoms import phantoms  # noqa: E402
-from medjax.models.autoencoder import StackedAutoencoder  # noqa: E402
-from medjax.models.dbn import DBNClassifier, copy_rbm_weights  # noqa: E402
-from medjax.models.mlp import MLP  # noqa: E402
-from medjax.models.rbm import RBM  # noqa: E402
-from medjax.tasks.reconstruction.task import train_stacked_autoencoder  # noqa: E402
-from medjax.tasks.generative.task import pretrain_dbn  # noqa: E402
+from medjax import metrics
+from medjax.data import pipeline
+from medjax.data.datasets.phantoms import phantoms
+from medjax.engine.fit_arrays import fit_arrays
+from medjax.engine.pretraining import pretrain_dbn, train_stacked_autoencoder
+from medjax.models.autoencoder import StackedAutoencoder
+from medjax.models.dbn import DBNClassifier, copy_rbm_weights
+from medjax.models.mlp import MLP
+from medjax.models.rbm import RBM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = ("dbn_pretrained", "dbn_random", "sae_pretrained", "mlp_random")
@@ -105,21 +104,14 @@ def load(args, kind):
 
 def finetune(model, params, x, y, test_x, test_y, args, key, steps=None, batch_size=None):
     """Adam on ``batch_size`` (default ``--batch-size``) rows drawn from ``(x, y)``,
-    ``steps`` (default ``--steps``) steps; returns the test metrics after the last
-    step and the test AUROC curve."""
-    tx = optax.adam(args.lr)
+    ``steps`` (default ``--steps``) steps (``fit_arrays``' random order); returns
+    the test metrics after the last step and the test AUROC curve."""
     steps, batch_size = steps or args.steps, batch_size or args.batch_size
 
-    def loss_fn(params, xb, yb):
+    def loss_fn(params, batch, _key):
+        xb, yb = batch
         logits = model.apply({"params": params}, xb, train=False)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
-
-    @jax.jit
-    def step(params, opt_state, key):
-        rows = jax.random.choice(key, len(x), (batch_size,), replace=False)
-        loss, grads = jax.value_and_grad(loss_fn)(params, x[rows], y[rows])
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
 
     predict = jax.jit(lambda params: model.apply({"params": params}, test_x, train=False))
 
@@ -131,15 +123,18 @@ def finetune(model, params, x, y, test_x, test_y, args, key, steps=None, batch_s
             "accuracy": float(np.mean(np.argmax(logits, -1) == test_y)),
         }
 
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    opt_state = tx.init(params)
     curve = [(0, score(params)["auroc"])]
-    for i in range(steps):
-        params, opt_state, loss = step(params, opt_state, jax.random.fold_in(key, i))
-        if (i + 1) % args.eval_every == 0 or i + 1 == steps:
-            curve.append((i + 1, score(params)["auroc"]))
-    final = score(params)
-    final["train_loss_last"] = float(loss)
+
+    def record(done, params):
+        if done % args.eval_every == 0 or done == steps:
+            curve.append((done, score(params)["auroc"]))
+
+    fit = fit_arrays(
+        loss_fn, params, (x, y), tx=optax.adam(args.lr), steps=steps,
+        batch_size=batch_size, key=key, callback=record,
+    )
+    final = score(fit.params)
+    final["train_loss_last"] = float(fit.losses[-1])
     return final, curve
 
 

@@ -6,7 +6,7 @@ likelihood"), ``--hidden`` hidden units, plain SGD at ``--lr`` on the mean gradi
 batches of ``--batch-size`` in the same fixed order every epoch (scikit-learn does
 not shuffle), weights drawn from N(0, 0.01^2), biases zero, ``--batch-size``
 persistent chains. medjax trains through its one ``train_step`` (the RBM's
-free-energy loss, ``medjax.tasks.generative.task.RBMTask``); a third row, medjax with
+free-energy loss, ``medjax.tasks.generative.RBMTask``); a third row, medjax with
 plain CD-1, shows what persistence buys.
 
 Per epoch it prints the pseudo-log-likelihood of each model on the training images
@@ -32,24 +32,24 @@ import os
 import tempfile
 import time
 
+from medjax import viz  # noqa: F401
+
 import jax
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optax
+from sklearn.neural_network import BernoulliRBM
+from sklearn.utils import check_random_state, gen_even_slices
+from threadpoolctl import threadpool_limits
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from sklearn.neural_network import BernoulliRBM  # noqa: E402
-from sklearn.utils import check_random_state, gen_even_slices  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
-from medjax.data import pipeline  # noqa: E402
-from medjax.data.datasets.phantoms import phantoms  # noqa: E402
-from medjax.models.rbm import RBM, draw_samples  # noqa: E402
-from medjax.tasks.generative.task import RBMTask, save_image_grid  # noqa: E402
-from medjax.engine import sharding  # noqa: E402
-from medjax.engine.state import create_train_state  # noqa: E402
-from medjax.engine.step import compile_steps  # noqa: E402
+from medjax.data import pipeline
+from medjax.data.datasets.phantoms import phantoms
+from medjax.engine import sharding
+from medjax.engine.state import create_train_state
+from medjax.engine.step import compile_steps
+from medjax.models.rbm import RBM, draw_samples
+from medjax.tasks.generative import RBMTask
+from medjax.viz.generative import save_image_grid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -8,7 +8,7 @@ import pytest
 
 from medjax.models.dbn import DBNClassifier, copy_rbm_weights, save_rbm_stack
 from medjax.models.rbm import RBM
-from medjax.tasks.generative.task import pretrain_dbn
+from medjax.engine.pretraining import pretrain_dbn
 
 
 @pytest.fixture(scope="module")

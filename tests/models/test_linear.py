@@ -1,11 +1,9 @@
-"""Linear regression: closed forms against numpy, gradient descent against the
-closed form, and the metrics against hand-computed values and scikit-learn."""
-
-from functools import partial
+"""Linear regression in closed form against numpy and scikit-learn (gradient
+descent: tests/engine/test_fit_arrays.py; MSE and R^2:
+tests/metrics/test_regression.py)."""
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from medjax.models import linear as regression
@@ -92,67 +90,3 @@ def test_normal_equation_rank_deficient_gives_minimum_norm():
     w, b = regression.normal_equation(X, 3.0 * x + 1.0)
     np.testing.assert_allclose(w, [1.5, 1.5], rtol=1e-4)
     assert float(b) == pytest.approx(1.0, abs=1e-5)
-
-
-@pytest.mark.parametrize(
-    "optimizer, lr, steps",
-    [(optax.sgd, 0.1, 3000), (partial(optax.sgd, momentum=0.9), 0.05, 800),
-     (optax.adam, 0.05, 3000)],
-    ids=["sgd", "momentum", "adam"],
-)
-def test_gradient_descent_converges_to_normal_equation(optimizer, lr, steps):
-    X, y = _data()
-    w_closed, b_closed = regression.normal_equation(X, y)
-    mse_closed = regression.mean_squared_error(y, regression.predict(X, w_closed, b_closed))
-    w, b, losses = regression.fit_by_gradient_descent(
-        X, y, lr=lr, steps=steps, optimizer=optimizer
-    )
-    assert losses.shape == (steps,)
-    # Starts at the MSE of w = 0, b = 0, and ends at the closed form's minimum.
-    assert float(losses[0]) == pytest.approx(float(np.mean(y.astype(np.float64) ** 2)), rel=1e-5)
-    assert float(losses[-1]) == pytest.approx(float(mse_closed), rel=1e-4)
-    np.testing.assert_allclose(w, w_closed, atol=2e-3)
-    assert float(b) == pytest.approx(float(b_closed), abs=2e-3)
-
-
-def test_gradient_descent_sgd_loss_decreases_monotonically():
-    # Below 1/lambda_max of the Hessian, every plain gradient step lowers the loss.
-    X, y = _data(seed=6)
-    _, _, losses = regression.fit_by_gradient_descent(X, y, lr=0.05, steps=300)
-    assert np.all(np.diff(np.asarray(losses)) <= 1e-6)
-    assert losses[-1] < 0.1 * losses[0]
-
-
-def test_gradient_descent_without_intercept_and_from_init():
-    X, y = _data(seed=7)
-    w_closed, _ = regression.normal_equation(X, y, fit_intercept=False)
-    w, b, _ = regression.fit_by_gradient_descent(
-        X, y, lr=0.1, steps=3000, fit_intercept=False, init=(jnp.ones(5), 0.0)
-    )
-    np.testing.assert_allclose(w, w_closed, atol=2e-3)
-    assert float(b) == 0.0
-
-
-def test_mean_squared_error_by_hand_and_masked():
-    y_true = jnp.array([1.0, 2.0, 3.0, 100.0])
-    y_pred = jnp.array([2.0, 2.0, 1.0, 0.0])
-    assert float(regression.mean_squared_error(y_true[:3], y_pred[:3])) == pytest.approx(5 / 3)
-    mask = jnp.array([True, True, True, False])  # the padded last one counts zero
-    assert float(regression.mean_squared_error(y_true, y_pred, mask=mask)) == pytest.approx(5 / 3)
-
-
-def test_r2_score_equals_sklearn():
-    from sklearn.metrics import r2_score
-
-    rng = np.random.default_rng(8)
-    y_true = rng.normal(size=41)
-    y_pred = y_true + 0.5 * rng.normal(size=41)
-    assert float(regression.r2_score(y_true, y_pred)) == pytest.approx(
-        r2_score(y_true, y_pred), rel=1e-5
-    )
-    # The mean predictor scores 0; a perfect one 1; padding is ignored.
-    assert float(regression.r2_score(y_true, np.full(41, y_true.mean()))) == pytest.approx(0, abs=1e-6)
-    padded_true = np.append(y_true, 1e3)
-    padded_pred = np.append(y_true, -1e3)
-    mask = np.arange(42) < 41
-    assert float(regression.r2_score(padded_true, padded_pred, mask=mask)) == pytest.approx(1.0)

@@ -10,7 +10,8 @@ import optax
 import pytest
 
 from medjax.models.rbm import RBM, draw_samples, rbm_tiny
-from medjax.tasks.generative.task import RBMTask, fit_rbm
+from medjax.engine.pretraining import fit_rbm
+from medjax.tasks.generative import RBMTask
 
 # A 2 x 3 RBM (2 visible, 3 hidden units) small enough to do by hand.
 KERNEL = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0]], np.float32)

@@ -7,7 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medjax.tasks.generative.task import RBMTask, save_image_grid
+from medjax.data import schema as roles
+from medjax.tasks.base import TaskDataMismatch
+from medjax.tasks.generative import RBMTask
+from medjax.viz.generative import save_image_grid
 
 
 def test_inputs_binarise_or_standardise():
@@ -44,6 +47,14 @@ def test_loss_averages_valid_examples_only():
     outputs["free_energy_model"] = jnp.array([-1.0, -3.0, -2.0, -2.0, -2.0])
     loss, _ = task.loss(outputs, batch)
     np.testing.assert_allclose(loss, 0.0)
+
+
+def test_needs_an_image_field():
+    assert RBMTask(image_key="mr_image").batch_keys == ("mr_image",)
+    assert RBMTask().batch_roles() == (("image", roles.image()),)
+    tabular = type("Data", (), {"schema": {"features": roles.TABULAR}, "name": "breast_cancer"})
+    with pytest.raises(TaskDataMismatch, match="task=RBMTask needs an? image field 'image'"):
+        RBMTask().configure(tabular())
 
 
 def test_primary_metric_and_options():

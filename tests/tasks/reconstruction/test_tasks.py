@@ -1,3 +1,6 @@
+"""The reconstruction and anomaly tasks: what they prepare, need and compute
+(the losses, metrics and figures they use have their own tests)."""
+
 import json
 import os
 
@@ -5,32 +8,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from medjax.tasks.reconstruction import task as tasks
-from medjax.tasks.reconstruction.task import AnomalyTask, ReconstructionTask
-
-
-def test_reconstruction_error_is_a_masked_per_example_mean():
-    target = jnp.zeros((3, 2, 2, 1))
-    reconstruction = jnp.stack([jnp.full((2, 2, 1), v) for v in (1.0, 2.0, 5.0)])
-    error = tasks.reconstruction_error(reconstruction, target, mask=jnp.array([True, True, False]))
-    np.testing.assert_allclose(error, [1.0, 4.0, 0.0])
-
-
-def test_kl_divergence_hand_computed():
-    # KL(N(1, 1) || N(0, 1)) = 1/2; KL(N(0, 2) || N(0, 1)) = (2 - 1 - log 2) / 2.
-    mean = jnp.array([[1.0, 0.0], [0.0, 0.0]])
-    log_variance = jnp.array([[0.0, np.log(2.0)], [0.0, 0.0]])
-    kl = tasks.kl_divergence(mean, log_variance)
-    np.testing.assert_allclose(kl, [0.5 + (1 - np.log(2.0)) / 2, 0.0], rtol=1e-6)
-    assert float(tasks.kl_divergence(mean, log_variance, mask=jnp.array([False, True]))[0]) == 0
+from medjax.data import schema as roles
+from medjax.data.dataset import torso_schema
+from medjax.inferers.latents import export_latents
+from medjax.tasks.base import TaskDataMismatch
+from medjax.tasks.reconstruction import TARGET_KEY, AnomalyTask, ReconstructionTask
 
 
 def test_vae_loss_adds_the_weighted_kl_per_element():
     task = ReconstructionTask(kl_weight=0.5)
     batch = {"image": jnp.zeros((2, 2, 2, 1)), "valid": jnp.array([True, False])}
+    batch = task.prepare_batch(jax.random.key(0), batch, train=False)
     outputs = {
         "reconstruction": jnp.ones((2, 2, 2, 1)),
         "mean": jnp.array([[1.0], [1.0]]), "log_variance": jnp.zeros((2, 1)),
@@ -49,57 +39,40 @@ def test_a_classifier_output_gets_a_clear_error():
         ReconstructionTask().loss(jnp.zeros((2, 2)), {"image": jnp.zeros((2, 4, 4, 1)), "valid": jnp.ones(2, bool)})
 
 
-def test_denoising_corrupts_inputs_and_keeps_the_clean_target():
+def test_denoising_corrupts_training_inputs_and_keeps_the_clean_target():
     image = jnp.zeros((4, 32, 32, 1))
     batch = {"image": image, "valid": jnp.ones(4, bool)}
-    noisy = ReconstructionTask(denoising_std=0.3).training_batch(jax.random.key(0), batch)
+    task = ReconstructionTask(denoising_std=0.3)
+    noisy = task.prepare_batch(jax.random.key(0), batch, train=True)
     assert float(jnp.std(noisy["image"])) == pytest.approx(0.3, rel=0.05)
-    np.testing.assert_array_equal(noisy[tasks.TARGET_KEY], image)
-    plain = ReconstructionTask().training_batch(jax.random.key(0), batch)
-    np.testing.assert_array_equal(plain["image"], image)
+    np.testing.assert_array_equal(noisy[TARGET_KEY], image)
+    # Evaluation and a plain autoencoder: the input as it is, and the target.
+    for prepared in (
+        task.prepare_batch(jax.random.key(0), batch, train=False),
+        ReconstructionTask().prepare_batch(jax.random.key(0), batch, train=True),
+    ):
+        np.testing.assert_array_equal(prepared["image"], image)
+        np.testing.assert_array_equal(prepared[TARGET_KEY], image)
     # The loss compares with the clean target: reconstructing the clean image is free.
     loss, _ = ReconstructionTask().loss({"reconstruction": image}, noisy)
     assert float(loss) == 0.0
 
 
-def test_gaussian_smooth_matches_scipy():
-    maps = np.random.default_rng(0).random((2, 11, 13)).astype(np.float32)
-    ours = tasks.gaussian_smooth(jnp.asarray(maps), 1.0)
-    for i in range(2):
-        np.testing.assert_allclose(
-            ours[i], scipy.ndimage.gaussian_filter(maps[i], 1.0, mode="constant", truncate=3.0),
-            atol=1e-6,
-        )
-    volume = np.zeros((1, 9, 9, 9), np.float32)
-    volume[0, 4, 4, 4] = 1.0
-    smoothed = tasks.gaussian_smooth(jnp.asarray(volume), 1.0)
-    np.testing.assert_allclose(
-        smoothed[0], scipy.ndimage.gaussian_filter(volume[0], 1.0, mode="constant", truncate=3.0),
-        atol=1e-6,
-    )
-
-
-def test_anomaly_scores_against_numpy():
-    rng = np.random.default_rng(1)
-    maps = rng.random((3, 6, 7)).astype(np.float32)
-    body = rng.random((3, 6, 7)) > 0.4
-    body[2] = False  # no body: every voxel counts
-    mean = tasks.anomaly_scores(jnp.asarray(maps), jnp.asarray(body))
-    q90 = tasks.anomaly_scores(jnp.asarray(maps), jnp.asarray(body), quantile=0.9)
-    for i in range(2):
-        assert float(mean[i]) == pytest.approx(maps[i][body[i]].mean(), rel=1e-5)
-        assert float(q90[i]) == pytest.approx(np.quantile(maps[i][body[i]], 0.9), rel=1e-5)
-    assert float(mean[2]) == pytest.approx(maps[2].mean(), rel=1e-5)
-    assert float(tasks.anomaly_scores(jnp.asarray(maps))[0]) == pytest.approx(maps[0].mean(), rel=1e-5)
-
-
-def test_anomaly_map_is_the_squared_error():
-    image = jnp.zeros((1, 5, 5, 1))
-    reconstruction = image.at[0, 2, 3, 0].set(2.0)
-    maps = tasks.anomaly_maps(image, reconstruction)
-    assert maps.shape == (1, 5, 5) and float(maps[0, 2, 3]) == 4.0 and float(maps.sum()) == 4.0
-    smooth = tasks.anomaly_maps(image, reconstruction, sigma=1.0)
-    assert int(jnp.argmax(smooth[0])) == 2 * 5 + 3
+def test_the_target_moves_with_the_input_and_the_needs_are_checked():
+    task = AnomalyTask(region_key="organ_mask", region_labels=(2, 3))
+    assert task.batch_keys == ("image", "label", "lesion_mask", "organ_mask")
+    configured = task.configure(type("Data", (), {"schema": torso_schema()})())
+    batch_roles = dict(configured.batch_roles())
+    # Augmentation moves the clean target as an image, after the input; the lesion
+    # instances and the scoring region as label maps.
+    assert [k for k, r in configured.batch_roles() if r.kind == roles.IMAGE] == [
+        "image", TARGET_KEY,
+    ]
+    assert batch_roles["lesion_mask"].kind == roles.INSTANCE_MAP
+    assert batch_roles["organ_mask"].kind == roles.LABEL_MAP
+    cine = {"image": roles.image(time=True), "mask": roles.label_map(time=True)}
+    with pytest.raises(TaskDataMismatch, match="'label'"):
+        task.configure(type("Data", (), {"schema": cine, "name": "cine"})())
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -111,7 +84,6 @@ def test_auroc_and_auprc_match_scikit_learn(seed):
     assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores))
     assert result["auprc"] == pytest.approx(average_precision_score(labels, scores))
     assert result["score_lesion"] == pytest.approx(scores[labels].mean())
-    assert np.isnan(tasks.average_precision(scores, np.zeros(40)))
 
 
 def test_anomaly_host_outputs_score_the_body():
@@ -140,18 +112,6 @@ def test_anomaly_scores_inside_a_region_of_the_label_map():
     np.testing.assert_allclose(out["score"], [0.5, 2.5])
     with pytest.raises(ValueError, match="region_labels"):
         AnomalyTask(region_key="organ_mask")
-
-
-def test_pca_projection_matches_scikit_learn():
-    from sklearn.decomposition import PCA
-
-    latents = np.random.default_rng(0).normal(size=(50, 6)) * [5, 3, 1, 1, 1, 1]
-    projection, ratio = tasks.pca_projection(latents)
-    reference = PCA(2).fit(latents)
-    np.testing.assert_allclose(ratio, reference.explained_variance_ratio_, rtol=1e-6)
-    np.testing.assert_allclose(np.abs(projection), np.abs(reference.transform(latents)), atol=1e-8)
-    few, _ = tasks.pca_projection(latents[:, :1])
-    assert few.shape == (50, 2) and not few[:, 1].any()
 
 
 def test_healthy_phantoms_train_on_healthy_cases_only(data_dir):
@@ -202,7 +162,7 @@ def test_anomaly_detection_trains_end_to_end_and_exports_latents(data_dir, tmp_p
     state, _ = evaluate.restore_checkpoint(
         loop.init_state(model, tx, data, task, mesh, 0), run_dir, "latest"
     )
-    out = tasks.export_latents(model, state.variables(), data, "validation", str(tmp_path / "latents"))
+    out = export_latents(model, state.variables(), data, "validation", str(tmp_path / "latents"))
     saved = np.load(tmp_path / "latents" / "latents.npz")
     assert saved["latents"].shape == (20, model.latent) and saved["labels"].shape == (20,)
     assert saved["projection"].shape == (20, 2)
@@ -210,25 +170,3 @@ def test_anomaly_detection_trains_end_to_end_and_exports_latents(data_dir, tmp_p
     assert os.path.isfile(tmp_path / "latents" / "latents_pca.png")
 
 
-def test_greedy_layerwise_pretraining_then_fine_tuning():
-    from medjax.models.autoencoder import StackedAutoencoder
-
-    rng = np.random.default_rng(0)
-    # Images on a 3-dimensional subspace: a stack with a 3-wide code can fit them.
-    images = (rng.normal(size=(64, 3)) @ rng.normal(size=(3, 64)) / 4).reshape(64, 8, 8, 1)
-    model = StackedAutoencoder(hidden=(24, 12, 3))
-    initial = model.init(jax.random.key(0), jnp.asarray(images[:1]), train=False)
-    before = float(jnp.mean(jnp.square(
-        model.apply(initial, jnp.asarray(images), train=False)["reconstruction"] - images
-    )))
-    variables, history = tasks.train_stacked_autoencoder(
-        model, images, pretrain_steps=150, finetune_steps=150, batch_size=32,
-        learning_rate=3e-3,
-    )
-    assert len(history["pretrain_losses"]) == 3
-    for losses in history["pretrain_losses"]:  # every level learns
-        assert np.mean(losses[-10:]) < np.mean(losses[:10])
-    assert history["mse_after_pretraining"] < before
-    assert history["mse_after_finetuning"] < history["mse_after_pretraining"]
-    out = model.apply(variables, jnp.asarray(images), train=False)
-    assert out["latent"].shape == (64, 3)
