@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage as ndi
 
-from medjax.ops import spatial
 from medjax.augment import Augmentation
+from medjax.data import schema
+from medjax.ops import spatial
 
 STANDARD = Augmentation(
     flip_probability=0.5, rotation_probability=1.0, rotation_degrees=15,
@@ -28,6 +29,8 @@ STANDARD = Augmentation(
     scale_probability=1.0, scale_range=(0.85, 1.15), noise_probability=1.0,
     noise_std_range=(0.0, 0.05),
 )
+# The fields' roles, as a segmentation task's batch_roles() gives them.
+ROLES = (("image", schema.image()), ("mask", schema.label_map()))
 
 
 def random_affines(rng, batch, shape):
@@ -75,7 +78,7 @@ def bench(name, shape, batch, repeats):
     images = rng.normal(size=(batch, *shape, 1)).astype(np.float32)
     masks = (rng.random((batch, *shape)) < 0.3).astype(np.int32)
     device_batch = {"image": jnp.asarray(images), "mask": jnp.asarray(masks)}
-    augment = jax.jit(lambda key, b: STANDARD(key, b, masks=("mask",)))
+    augment = jax.jit(lambda key, b: STANDARD(key, b, ROLES))
     keys = iter(jax.random.split(jax.random.key(0), 1000))
     start = time.perf_counter()
     jax.block_until_ready(augment(next(keys), device_batch))
