@@ -4,12 +4,10 @@ each evaluation (``figures/<split>_step_<step>_confusion.png`` and ``_roc.png``)
 import os
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import sklearn.metrics  # noqa: E402
+import medjax.viz  # noqa: F401  (the one backend setting, before pyplot)
+import matplotlib.pyplot as plt
+import numpy as np
+import sklearn.metrics
 
 
 def _save(fig, path: str) -> None:
