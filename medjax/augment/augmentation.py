@@ -166,7 +166,8 @@ class Augmentation:
         """Whether any part can apply (``augment=none`` is all off)."""
         return any(
             getattr(self, field.name) > 0.0
-            for field in dataclasses.fields(self) if field.name.endswith("_probability")
+            for field in dataclasses.fields(self)
+            if field.name.endswith("_probability")
         )
 
     @property

@@ -90,9 +90,7 @@ def check(settings, batch, schema, *, batched):
                 f"{open_}{'T, ' if role.time else ''}*spatial] with 2 or 3 axes"
             )
         agree(name, shape)
-        if not (
-            jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_
-        ):
+        if not (jnp.issubdtype(labels.dtype, jnp.integer) or labels.dtype == jnp.bool_):
             raise ValueError(
                 f"augment: {where}[{name!r}] is {labels.dtype}; expected an "
                 "integer or bool label map"

@@ -89,7 +89,9 @@ def draw(settings, part_keys: dict, shape: tuple[int, ...]) -> Transform:
         applied.append(flips.any())
         kwargs["flip"] = flips.astype(jnp.float32)
     if settings.rotation_probability > 0.0:
-        coin, value_key = draws.coin(part_keys["rotation"], settings.rotation_probability)
+        coin, value_key = draws.coin(
+            part_keys["rotation"], settings.rotation_probability
+        )
         limit = math.radians(settings.rotation_degrees)
         rotation = jax.random.uniform(value_key, (angles,), minval=-limit, maxval=limit)
         rotation = jnp.where(coin, rotation, 0.0)

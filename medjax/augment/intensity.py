@@ -16,7 +16,6 @@ import jax.numpy as jnp
 
 from medjax.augment import draws
 
-
 # The Gaussian blur kernel reaches this many sigmas (of the largest sigma) out.
 _BLUR_TRUNCATE = 3.0
 

@@ -42,8 +42,13 @@ def _show(cfg: DictConfig) -> None:
             )
     except ValueError as error:
         fail("medjax-show", error)
-    sample_grid(batch, augmented, cfg.output, schema=data.schema,
-                title=f"{name} ({cfg.split}); augment={augment_name}")
+    sample_grid(
+        batch,
+        augmented,
+        cfg.output,
+        schema=data.schema,
+        title=f"{name} ({cfg.split}); augment={augment_name}",
+    )
     print(f"wrote {cfg.output}")
 
 

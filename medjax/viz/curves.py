@@ -5,8 +5,9 @@ import os
 from collections import defaultdict
 from typing import Any
 
-import medjax.viz  # noqa: F401  (the one backend setting, before pyplot)
 import matplotlib.pyplot as plt
+
+import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
 
 
 def _panels(names: list[str]) -> dict[str, list[str]]:
@@ -37,17 +38,34 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> None:
         return
     columns = min(3, len(titles))
     rows = -(-len(titles) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False
+    )
     for ax, title in zip(axes.flat, titles):
         for name in panels[title]:
             for split, points in sorted(series[name].items()):
                 steps, values = zip(*points)
-                label = split if len(panels[title]) == 1 else (
-                    (name[len(title) + 1:] or "mean") + ("" if split == "validation" else f" ({split})")
+                label = (
+                    split
+                    if len(panels[title]) == 1
+                    else (
+                        (name[len(title) + 1 :] or "mean")
+                        + ("" if split == "validation" else f" ({split})")
+                    )
                 )
-                style = dict(color="black", linewidth=2.0) if name == title and len(panels[title]) > 1 else {}
-                ax.plot(steps, values, label=label, marker="o" if len(steps) < 30 else None,
-                        markersize=3, **style)
+                style = (
+                    {"color": "black", "linewidth": 2.0}
+                    if name == title and len(panels[title]) > 1
+                    else {}
+                )
+                ax.plot(
+                    steps,
+                    values,
+                    label=label,
+                    marker="o" if len(steps) < 30 else None,
+                    markersize=3,
+                    **style,
+                )
         ax.set_title(title if len(panels[title]) == 1 else f"{title} (validation)")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -55,7 +73,7 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> None:
         positive = all(v > 0 for split in series["loss"].values() for _, v in split)
         if title == "loss" and positive:  # an RBM's free-energy loss can be negative
             ax.set_yscale("log")
-    for ax in list(axes.flat)[len(titles):]:
+    for ax in list(axes.flat)[len(titles) :]:
         ax.axis("off")
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -12,12 +12,12 @@ each panel's title.
 import dataclasses
 import os
 
-import medjax.viz  # noqa: F401  (the one backend setting, before pyplot)
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
+import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
 from medjax.data import schema as roles
 from medjax.viz.segmentation import draw_label_contours
 
@@ -97,7 +97,8 @@ def augment_for_display(augment, key, batch: dict, schema) -> dict:
     """``batch`` after ``augment``, every spatial field moved with its image (a
     sequence's frames by one transform), by the roles in ``schema``."""
     present = {
-        k: r for k, r in dict(schema).items()
+        k: r
+        for k, r in dict(schema).items()
         if k in batch and (r.valid is None or r.valid in batch)
     }
     return dict(augment(key, batch, tuple(present.items())))
@@ -105,7 +106,9 @@ def augment_for_display(augment, key, batch: dict, schema) -> dict:
 
 def _frames(count: int) -> np.ndarray:
     """Indices of up to ``MAX_FRAMES`` frames spread evenly over ``count``."""
-    return np.unique(np.linspace(0, count - 1, min(count, MAX_FRAMES)).round().astype(int))
+    return np.unique(
+        np.linspace(0, count - 1, min(count, MAX_FRAMES)).round().astype(int)
+    )
 
 
 def _panel(plan: Layout, example: dict) -> tuple[np.ndarray, dict, int | None]:
@@ -149,10 +152,16 @@ def _draw(ax, plan: Layout, example: dict, *, title: str, window) -> None:
             low, high = box[:ndim], box[ndim:]
             if middle is not None and not low[2] <= middle <= high[2]:
                 continue
-            ax.add_patch(Rectangle(
-                (low[1] - 0.5, low[0] - 0.5), high[1] - low[1] + 1, high[0] - low[0] + 1,
-                fill=False, edgecolor="lime", linewidth=0.8,
-            ))
+            ax.add_patch(
+                Rectangle(
+                    (low[1] - 0.5, low[0] - 0.5),
+                    high[1] - low[1] + 1,
+                    high[0] - low[0] + 1,
+                    fill=False,
+                    edgecolor="lime",
+                    linewidth=0.8,
+                )
+            )
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
@@ -169,25 +178,34 @@ def _caption(plan: Layout, example: dict) -> str:
     return ", ".join(parts)
 
 
-def sample_grid(batch: dict, augmented: dict | None, path: str, title: str,
-                schema) -> None:
+def sample_grid(
+    batch: dict, augmented: dict | None, path: str, title: str, schema
+) -> None:
     """Writes a PNG: one column per example; the original row, then (if given)
     the augmented row, drawn as :func:`layout` decides from ``schema``. Both
     rows share the grey window of the original images."""
     batch = jax.device_get(batch)
     plan = layout(schema, batch)
-    rows = [("", batch)] + ([("augmented ", jax.device_get(augmented))] if augmented else [])
+    rows = [("", batch)] + (
+        [("augmented ", jax.device_get(augmented))] if augmented else []
+    )
     count = len(batch[plan.image])
     images = np.asarray(batch[plan.image])
     window = (float(images.min()), float(images.max()))
     width = 2.1 * (min(batch[plan.image].shape[1], MAX_FRAMES) if plan.sequence else 1)
-    fig, axes = plt.subplots(len(rows), count, figsize=(width * count, 2.5 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), count, figsize=(width * count, 2.5 * len(rows)), squeeze=False
+    )
     for row, (prefix, examples) in enumerate(rows):
         for i in range(count):
             example = {k: np.asarray(v[i]) for k, v in examples.items()}
-            _draw(axes[row, i], plan, example, title=prefix + _caption(plan, example),
-                  window=window)
+            _draw(
+                axes[row, i],
+                plan,
+                example,
+                title=prefix + _caption(plan, example),
+                window=window,
+            )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -4,10 +4,11 @@ each evaluation."""
 
 import os
 
-import medjax.viz  # noqa: F401  (the one backend setting, before pyplot)
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
+
+import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
 
 #: One colour per organ label 1, 2, ... (label 0, the background, is not drawn).
 ORGAN_COLOURS = ListedColormap(
@@ -19,12 +20,23 @@ def draw_label_contours(ax, labels: np.ndarray, *, linewidth: float = 0.5) -> No
     """The boundary of every label ``1..max`` of a 2D label map, one colour per
     label (``ORGAN_COLOURS``)."""
     if labels.max() > 0:
-        ax.contour(labels, levels=np.arange(0.5, labels.max() + 1), cmap=ORGAN_COLOURS,
-                   linewidths=linewidth)
+        ax.contour(
+            labels,
+            levels=np.arange(0.5, labels.max() + 1),
+            cmap=ORGAN_COLOURS,
+            linewidths=linewidth,
+        )
 
 
-def draw_contours(ax, image: np.ndarray, prediction: np.ndarray | None = None,
-                  truth: np.ndarray | None = None, *, vmin=None, vmax=None) -> None:
+def draw_contours(
+    ax,
+    image: np.ndarray,
+    prediction: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
+    *,
+    vmin=None,
+    vmax=None,
+) -> None:
     """One 2D image in grey with the boundaries of every labelled region: the
     truth in red, the prediction in yellow (as in the seed's prostate figure)."""
     ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
@@ -45,15 +57,17 @@ def _most_foreground_slice(truth: np.ndarray) -> int:
     return int(candidates[len(candidates) // 2])
 
 
-def draw_segmentations(images, truths, predictions, path: str, *, dice=None,
-                       title: str = "") -> None:
+def draw_segmentations(
+    images, truths, predictions, path: str, *, dice=None, title: str = ""
+) -> None:
     """Writes a PNG with one panel per case: ``images [N, *S]`` in grey, truth
     contours in red, predicted contours in yellow; volumes are shown at the axial
     slice that shows the most truth classes. ``dice [N, C]`` titles each panel with
     its mean foreground Dice."""
     count = len(images)
-    fig, axes = plt.subplots(1, max(count, 1), figsize=(2.6 * max(count, 1), 2.9),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, max(count, 1), figsize=(2.6 * max(count, 1), 2.9), squeeze=False
+    )
     for i in range(count):
         image, truth, prediction = images[i], truths[i], predictions[i]
         label = ""
@@ -63,7 +77,9 @@ def draw_segmentations(images, truths, predictions, path: str, *, dice=None,
             label = f"slice {k}"
         draw_contours(axes[0, i], image, prediction, truth)
         if dice is not None and np.isfinite(dice[i][1:]).any():
-            label = f"Dice {np.nanmean(dice[i][1:]):.3f}" + (f", {label}" if label else "")
+            label = f"Dice {np.nanmean(dice[i][1:]):.3f}" + (
+                f", {label}" if label else ""
+            )
         axes[0, i].set_title(label, fontsize=8)
     fig.suptitle(f"{title}  (truth red, prediction yellow)", fontsize=9)
     fig.tight_layout()

@@ -15,10 +15,10 @@ import scipy.ndimage
 from omegaconf import OmegaConf
 
 from medjax.augment import Augmentation
-from medjax.data import schema
-from medjax.ops import spatial
 from medjax.config import CONFIG_DIR
 from medjax.config.build import ConfigError, build
+from medjax.data import schema
+from medjax.ops import spatial
 
 SHAPES = {2: (21, 19), 3: (11, 9, 7)}
 # The roles of the fields moved: ((key, Role), ...) as Task.batch_roles() gives.
@@ -280,7 +280,9 @@ def test_background_entering_the_image_is_each_channels_minimum():
     image = rng.uniform(0, 1, (21, 19, 2)).astype(np.float32)
     image[..., 1] += 3.0  # channel minima differ: ~0 and ~3
     zoom_out = Augmentation(zoom_probability=1.0, zoom_range=(0.5, 0.5))
-    out = zoom_out(jax.random.key(0), {"image": jnp.asarray(image)[None]}, IMAGE)["image"][0]
+    out = zoom_out(jax.random.key(0), {"image": jnp.asarray(image)[None]}, IMAGE)[
+        "image"
+    ][0]
     center = (np.asarray(image.shape[:2]) - 1) / 2
     for c in range(2):
         expected = scipy.ndimage.affine_transform(
@@ -306,7 +308,9 @@ def test_gaussian_noise_has_the_requested_std():
     # A range draws one std per example inside it.
     ranged = Augmentation(noise_probability=1.0, noise_std_range=(0.05, 0.3))
     flat = {"image": jnp.full((8, 101, 99, 1), 0.5, jnp.float32)}
-    stds = np.asarray(ranged(jax.random.key(11), flat, IMAGE)["image"]).std(axis=(1, 2, 3))
+    stds = np.asarray(ranged(jax.random.key(11), flat, IMAGE)["image"]).std(
+        axis=(1, 2, 3)
+    )
     assert np.all((stds > 0.045) & (stds < 0.31)) and stds.max() - stds.min() > 0.05
 
 
@@ -348,7 +352,9 @@ def test_gamma_of_the_min_max_normalised_image():
 def test_gaussian_blur_matches_scipy(ndim):
     image = np.random.default_rng(12).uniform(0, 1, (1, *SHAPES[ndim], 2))
     blur = Augmentation(blur_probability=1.0, blur_sigma_range=(1.2, 1.2))
-    out = blur(jax.random.key(0), {"image": jnp.asarray(image, jnp.float32)}, IMAGE)["image"]
+    out = blur(jax.random.key(0), {"image": jnp.asarray(image, jnp.float32)}, IMAGE)[
+        "image"
+    ]
     expected = scipy.ndimage.gaussian_filter(
         image[0],
         sigma=(1.2,) * ndim + (0.0,),

@@ -159,7 +159,10 @@ def test_a_box_zoomed_out_of_the_image_becomes_invalid():
         "boxes": box,
         "boxes_valid": jnp.ones((1, 2), bool),
     }
-    roles = IMAGE + (("boxes", schema.boxes("boxes_valid")), ("boxes_valid", schema.VALID))
+    roles = IMAGE + (
+        ("boxes", schema.boxes("boxes_valid")),
+        ("boxes_valid", schema.VALID),
+    )
     zoom = Augmentation(zoom_probability=1.0, zoom_range=(3.0, 3.0))
     out = zoom(jax.random.key(0), batch, roles)
     np.testing.assert_array_equal(out["boxes_valid"], [[False, True]])

@@ -14,10 +14,13 @@ def test_a_resumed_log_keeps_records_up_to_its_step(tmp_path):
     log.close()
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[1]) == {
-        "step": 2, "split": "validation", "loss": 0.5, "dice": None, "num_examples": 3
+        "step": 2,
+        "split": "validation",
+        "loss": 0.5,
+        "dice": None,
+        "num_examples": 3,
     }
     resumed = reporting.MetricsLog(str(tmp_path), resume_step=2)
     resumed.close()
     assert [r["step"] for r in resumed.records] == [1, 2]
     assert reporting.read_metrics(str(tmp_path / "metrics.jsonl")) == resumed.records
-

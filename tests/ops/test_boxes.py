@@ -57,7 +57,5 @@ def test_clipping_keeps_overlapping_boxes_and_flags_the_others():
         [[-2.0, 3.0, 4.0, 12.0], [2.0, 2.0, 3.0, 3.0], [-5.0, 0.0, -1.0, 4.0]]
     )
     clipped, overlaps = boxes.clip_to_image(box, (8, 10))
-    np.testing.assert_array_equal(
-        clipped, [[0, 3, 4, 9], [2, 2, 3, 3], [0, 0, 0, 4]]
-    )
+    np.testing.assert_array_equal(clipped, [[0, 3, 4, 9], [2, 2, 3, 3], [0, 0, 0, 4]])
     np.testing.assert_array_equal(overlaps, [True, True, False])

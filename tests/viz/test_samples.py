@@ -59,8 +59,17 @@ def test_a_single_image_panel_is_the_image_and_a_volume_its_middle_slice():
 
 
 def test_the_layout_draws_only_the_fields_a_batch_holds():
-    plan = layout(dataset.torso_schema(), keys=("image", "organ_mask", "lesion_mask",
-                                                "landmarks", "landmarks_valid", "label"))
+    plan = layout(
+        dataset.torso_schema(),
+        keys=(
+            "image",
+            "organ_mask",
+            "lesion_mask",
+            "landmarks",
+            "landmarks_valid",
+            "label",
+        ),
+    )
     assert plan == Layout(
         image="image",
         label_maps=("organ_mask",),
@@ -79,24 +88,40 @@ def test_a_decathlon_like_batch_and_a_sequence_are_drawn(tmp_path):
     image = (mask[..., None] + rng.normal(0, 0.1, (2, 12, 10, 1))).astype(np.float32)
     boxes = np.asarray([[[3, 2, 7, 5]]] * 2, np.float32)
     schema = {**DECATHLON, "box": roles.boxes("box_valid"), "box_valid": roles.VALID}
-    batch = {"image": image, "mask": mask, "box": boxes, "box_valid": np.ones((2, 1), bool)}
+    batch = {
+        "image": image,
+        "mask": mask,
+        "box": boxes,
+        "box_valid": np.ones((2, 1), bool),
+    }
     sample_grid(batch, None, str(tmp_path / "image.png"), "decathlon", schema=schema)
     picture(tmp_path / "image.png")
     cine = {"image": np.stack([image] * 3, 1), "mask": np.stack([mask] * 3, 1)}
     cine_schema = {"image": roles.image(time=True), "mask": roles.label_map(time=True)}
     sample_grid(cine, None, str(tmp_path / "cine.png"), "cine", schema=cine_schema)
     # Three frames side by side: the sequence figure is wider than the image one.
-    assert picture(tmp_path / "cine.png").shape[1] > picture(tmp_path / "image.png").shape[1]
+    assert (
+        picture(tmp_path / "cine.png").shape[1]
+        > picture(tmp_path / "image.png").shape[1]
+    )
 
 
 @pytest.mark.slow
 def test_cli_writes_a_grid(data_dir, tmp_path):
     output = tmp_path / "grid.png"
     result = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "medjax-show"), "data=phantoms_tiny",
-         "num_examples=3", f"output={output}"],
-        env={**os.environ, "MEDJAX_DATA": data_dir}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=300,
+        [
+            os.path.join(os.path.dirname(sys.executable), "medjax-show"),
+            "data=phantoms_tiny",
+            "num_examples=3",
+            f"output={output}",
+        ],
+        env={**os.environ, "MEDJAX_DATA": data_dir},
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     image = picture(output)
@@ -106,9 +131,16 @@ def test_cli_writes_a_grid(data_dir, tmp_path):
 
 @pytest.mark.parametrize("kind", ["torso3d", "cine2d"])
 def test_grid_of_volumes_and_cine(kind, tmp_path):
-    source = phantom_sources(kind, image_size=16, split_sizes={"train": 3},
-                             data_dir=str(tmp_path), num_frames=4)["train"]
-    convert = pipeline.phantom_example(pipeline.CTWindow(), image_is_ct=kind != "cine2d")
+    source = phantom_sources(
+        kind,
+        image_size=16,
+        split_sizes={"train": 3},
+        data_dir=str(tmp_path),
+        num_frames=4,
+    )["train"]
+    convert = pipeline.phantom_example(
+        pipeline.CTWindow(), image_is_ct=kind != "cine2d"
+    )
     batch = pipeline.read_examples(source, [0, 1, 2], convert, tuple(source[0]))
     schema = dataset.cine_schema() if kind == "cine2d" else dataset.torso_schema()
     augment = Augmentation(rotation_probability=1.0, rotation_degrees=30)
