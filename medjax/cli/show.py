@@ -17,7 +17,7 @@ def _show(cfg: DictConfig) -> None:
     import numpy as np
 
     from medjax.data import pipeline
-    from medjax.viz.samples import augment_for_display, sample_grid
+    from medjax.viz.samples import augment_for_display, layout, sample_grid
 
     quiet_libraries()
     try:
@@ -30,14 +30,25 @@ def _show(cfg: DictConfig) -> None:
     indices = np.random.default_rng(cfg.seed).choice(len(source), count, replace=False)
     record = source[int(indices[0])]
     batch = pipeline.read_examples(source, indices, data.convert, tuple(record))
-    augmented = None
-    if augment is not None:
-        augmented = augment_for_display(augment, jax.random.key(cfg.seed), batch)
-    name = cfg.data.get("kind", "data")
+    name = data.name or cfg.data.get("kind", "data")
     augment_name = HydraConfig.get().runtime.choices.get("augment", "")
-    sample_grid(batch, augmented, cfg.output,
-                title=f"{name} {cfg.data.get('image_size', '')} ({cfg.split}); "
-                f"augment={augment_name}")
+    # What is drawn, and how augmentation moves it, comes from the data's roles.
+    try:
+        layout(data.schema, batch)  # e.g. tabular data: nothing to draw
+        augmented = None
+        if augment is not None:
+            augmented = augment_for_display(
+                augment, jax.random.key(cfg.seed), batch, data.schema
+            )
+    except ValueError as error:
+        fail("medjax-show", error)
+    sample_grid(
+        batch,
+        augmented,
+        cfg.output,
+        schema=data.schema,
+        title=f"{name} ({cfg.split}); augment={augment_name}",
+    )
     print(f"wrote {cfg.output}")
 
 

@@ -2,14 +2,13 @@
 each evaluation (``figures/<split>_step_<step>_confusion.png`` and ``_roc.png``)."""
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import sklearn.metrics
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import sklearn.metrics  # noqa: E402
+import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
 
 
 def _save(fig, path: str) -> None:
@@ -19,7 +18,10 @@ def _save(fig, path: str) -> None:
 
 
 def plot_confusion_matrix(
-    labels: np.ndarray, predicted: np.ndarray, class_names: Sequence[str], path: str,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
     title: str = "",
 ) -> np.ndarray:
     """Draws the confusion matrix of integer ``labels [N]`` (rows, truth) against
@@ -33,8 +35,15 @@ def plot_confusion_matrix(
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{matrix[i, j]}\n{rates[i, j]:.2f}", ha="center", va="center",
-                    fontsize=7, color="white" if rates[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{rates[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.6 else "black",
+            )
     ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(k), class_names, fontsize=7)
     ax.set_xlabel("predicted")
@@ -46,7 +55,10 @@ def plot_confusion_matrix(
 
 
 def plot_roc_curves(
-    scores: np.ndarray, targets: np.ndarray, class_names: Sequence[str], path: str,
+    scores: np.ndarray,
+    targets: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
     title: str = "",
 ) -> None:
     """ROC curves, one per column of ``scores [N, K]`` against binary

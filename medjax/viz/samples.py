@@ -1,146 +1,212 @@
-"""Pictures of data: a grid of samples with their masks, lesions and landmarks,
-and the same samples after augmentation (``medjax-show``)."""
+"""Pictures of data (``medjax-show``): a grid of samples with their label maps,
+lesions, points and boxes, above the same samples after augmentation.
 
+What is drawn is decided from the data's field roles (``medjax.data.schema``),
+never from key names (:func:`layout`): the first image field is shown (the
+middle slice of a volume; with a time axis, frames of the sequence side by
+side), label maps as coloured contours, instance maps as red outlines, points
+as cyan markers, boxes as rectangles, and scalar class labels and targets in
+each panel's title.
+"""
+
+import dataclasses
 import os
 
 import jax
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
+from medjax.data import schema as roles
+from medjax.viz.segmentation import draw_label_contours
 
-ORGAN_COLOURS = ListedColormap(
-    ["none", "#ffd166", "#118ab2", "#ef476f", "#8338ec", "#f8f9fa", "#e63946", "#06d6a0"]
-    [1:]
-)
-
-
-def _slice(volume: np.ndarray, ndim: int) -> np.ndarray:
-    """The middle axial slice of a volume; 2D images pass through."""
-    return volume if ndim == 2 else volume[..., volume.shape[2] // 2]
+#: Frames of a sequence shown side by side in one panel, evenly spread.
+MAX_FRAMES = 4
+#: Points of a volume within this many slices of the one shown are drawn.
+_POINT_SLICES = 2
 
 
-def _draw(ax, example: dict, *, title: str) -> None:
-    image = example["image"]
-    is_cine = "mask" in example
-    if is_cine:  # [H, W, T]: first frame (end-diastole)
-        ax.imshow(image[..., 0], cmap="gray")
-        if "mask" in example:
-            ax.contour(example["mask"][0], levels=[0.5, 1.5, 2.5], colors=["r", "y", "c"],
-                       linewidths=0.6)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-        return
-    ndim = image.ndim - 1
-    ax.imshow(_slice(image[..., 0], ndim), cmap="gray", vmin=-1, vmax=1)
-    if "organ_mask" in example:
-        organs = _slice(example["organ_mask"], ndim)
-        ax.contour(organs, levels=np.arange(0.5, organs.max() + 1), cmap=ORGAN_COLOURS,
-                   linewidths=0.5)
-    if "lesion_mask" in example:
-        lesions = _slice(example["lesion_mask"], ndim) > 0
-        if lesions.any():
-            ax.contour(lesions, levels=[0.5], colors="red", linewidths=1.0)
-    if "landmarks" in example:
-        points, valid = example["landmarks"], example["landmarks_valid"].astype(bool)
-        if ndim == 3:  # landmarks within two slices of the one shown
-            middle = image.shape[2] // 2
-            valid = valid & (np.abs(points[:, 2] - middle) <= 2)
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What one panel of a sample shows, by field.
+
+    Attributes:
+        image: the key of the image drawn in grey.
+        sequence: the image has a time axis: frames are drawn side by side.
+        label_maps: keys drawn as coloured contours, one colour per label.
+        instance_maps: keys drawn as red outlines of every instance.
+        points: ``(points key, validity key)`` pairs drawn as markers.
+        boxes: ``(boxes key, validity key)`` pairs drawn as rectangles.
+        captions: keys of class labels and targets written in the title.
+    """
+
+    image: str
+    sequence: bool = False
+    label_maps: tuple[str, ...] = ()
+    instance_maps: tuple[str, ...] = ()
+    points: tuple[tuple[str, str], ...] = ()
+    boxes: tuple[tuple[str, str], ...] = ()
+    captions: tuple[str, ...] = ()
+
+
+def layout(schema, keys=None) -> Layout:
+    """What to draw for data with roles ``schema``, from the roles alone.
+
+    Args:
+        schema: ``{key: Role}`` or ``((key, Role), ...)``, in the data's order.
+        keys: the fields a batch actually holds (default: all of ``schema``);
+            fields it lacks are not drawn.
+
+    Returns:
+        The layout; its image is the first ``image`` field.
+
+    Raises:
+        ValueError: no image field to draw.
+    """
+    pairs = tuple(dict(schema).items())
+    present = set(dict(pairs) if keys is None else keys)
+    pairs = tuple(
+        (key, role)
+        for key, role in pairs
+        if key in present and (role.valid is None or role.valid in present)
+    )
+    images = [(key, role) for key, role in pairs if role.kind == roles.IMAGE]
+    if not images:
+        raise ValueError(
+            f"show: the data has no image field to draw (its fields: "
+            f"{roles.describe(pairs)})"
+        )
+    image, image_role = images[0]
+
+    def kind(*kinds):
+        return tuple(key for key, role in pairs if role.kind in kinds)
+
+    return Layout(
+        image=image,
+        sequence=image_role.time,
+        label_maps=kind(roles.LABEL_MAP),
+        instance_maps=kind(roles.INSTANCE_MAP),
+        points=tuple((k, r.valid) for k, r in pairs if r.kind == roles.POINTS),
+        boxes=tuple((k, r.valid) for k, r in pairs if r.kind == roles.BOXES),
+        captions=kind(roles.CLASS_LABEL, roles.TARGET),
+    )
+
+
+def augment_for_display(augment, key, batch: dict, schema) -> dict:
+    """``batch`` after ``augment``, every spatial field moved with its image (a
+    sequence's frames by one transform), by the roles in ``schema``."""
+    present = {
+        k: r
+        for k, r in dict(schema).items()
+        if k in batch and (r.valid is None or r.valid in batch)
+    }
+    return dict(augment(key, batch, tuple(present.items())))
+
+
+def _frames(count: int) -> np.ndarray:
+    """Indices of up to ``MAX_FRAMES`` frames spread evenly over ``count``."""
+    return np.unique(
+        np.linspace(0, count - 1, min(count, MAX_FRAMES)).round().astype(int)
+    )
+
+
+def _panel(plan: Layout, example: dict) -> tuple[np.ndarray, dict, int | None]:
+    """The 2D picture of one example: ``(grey [H, W'], {key: 2D label map},
+    slice shown or None)``; a sequence's frames are put side by side, a volume
+    shows its middle slice along the last spatial axis."""
+    image = example[plan.image][..., 0]  # the first channel
+    maps = {k: example[k] for k in plan.label_maps + plan.instance_maps}
+    if plan.sequence:  # [T, *S]: chosen frames side by side
+        chosen = _frames(image.shape[0])
+        if image.ndim == 4:  # a sequence of volumes: the middle slice of each
+            middle = image.shape[-1] // 2
+            image = image[..., middle]
+            maps = {k: m[..., middle] for k, m in maps.items()}
+        image = np.concatenate(list(image[chosen]), axis=1)
+        maps = {k: np.concatenate(list(m[chosen]), axis=1) for k, m in maps.items()}
+        return image, maps, None
+    if image.ndim == 3:
+        middle = image.shape[2] // 2
+        return image[..., middle], {k: m[..., middle] for k, m in maps.items()}, middle
+    return image, maps, None
+
+
+def _draw(ax, plan: Layout, example: dict, *, title: str, window) -> None:
+    grey, maps, middle = _panel(plan, example)
+    ax.imshow(grey, cmap="gray", vmin=window[0], vmax=window[1])
+    for key in plan.label_maps:
+        draw_label_contours(ax, maps[key])
+    for key in plan.instance_maps:
+        outlines = maps[key] > 0
+        if outlines.any():
+            ax.contour(outlines, levels=[0.5], colors="red", linewidths=1.0)
+    for key, valid_key in plan.points:
+        points, valid = example[key], example[valid_key].astype(bool)
+        if middle is not None:  # a volume: points near the slice shown
+            valid = valid & (np.abs(points[:, 2] - middle) <= _POINT_SLICES)
         ax.scatter(points[valid, 1], points[valid, 0], s=10, c="cyan", marker="+")
+    for key, valid_key in plan.boxes:
+        ndim = example[key].shape[-1] // 2
+        for box in example[key][example[valid_key].astype(bool)]:
+            low, high = box[:ndim], box[ndim:]
+            if middle is not None and not low[2] <= middle <= high[2]:
+                continue
+            ax.add_patch(
+                Rectangle(
+                    (low[1] - 0.5, low[0] - 0.5),
+                    high[1] - low[1] + 1,
+                    high[0] - low[0] + 1,
+                    fill=False,
+                    edgecolor="lime",
+                    linewidth=0.8,
+                )
+            )
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
 
-def _cine_channels(batch: dict) -> dict:
-    """Cine ``image [B, T, H, W, 1]`` as ``[B, H, W, T]`` so frames move together."""
-    return {**batch, "image": np.moveaxis(batch["image"][..., 0], 1, -1)}
+def _caption(plan: Layout, example: dict) -> str:
+    """``"label 2, ejection_fraction 0.61"``: the example's scalar captions."""
+    parts = []
+    for key in plan.captions:
+        value = np.asarray(example[key])
+        if value.ndim:  # per-lesion lists and label vectors are left out
+            continue
+        integer = np.issubdtype(value.dtype, np.integer) or value.dtype == bool
+        parts.append(f"{key} {int(value)}" if integer else f"{key} {float(value):.2f}")
+    return ", ".join(parts)
 
 
-def augment_for_display(augment, key, batch: dict) -> dict:
-    """``batch`` after ``augment``, moving images, masks and landmarks together."""
-    if "mask" in batch:  # cine: the same transform for every frame's mask
-        batch = _cine_channels(batch)
-        out = augment(key, {"image": batch["image"]})
-        masks = [
-            augment(key, {"image": batch["image"], "mask": batch["mask"][:, t]},
-                    masks=("mask",))["mask"]
-            for t in range(batch["mask"].shape[1])
-        ]
-        return {**batch, "image": out["image"], "mask": np.stack(masks, axis=1)}
-    masks = tuple(k for k in ("organ_mask", "lesion_mask") if k in batch)
-    points = (("landmarks", "landmarks_valid"),) if "landmarks" in batch else ()
-    return dict(augment(key, batch, masks=masks, points=points))
-
-
-def sample_grid(batch: dict, augmented: dict | None, path: str, title: str) -> None:
-    """Writes a PNG: one column per example; the original row, then (if given) the
-    augmented row. Organ contours in colour, lesions in red, landmarks as cyan +."""
+def sample_grid(
+    batch: dict, augmented: dict | None, path: str, title: str, schema
+) -> None:
+    """Writes a PNG: one column per example; the original row, then (if given)
+    the augmented row, drawn as :func:`layout` decides from ``schema``. Both
+    rows share the grey window of the original images."""
     batch = jax.device_get(batch)
-    if "mask" in batch and batch["image"].ndim == 5:
-        batch = _cine_channels(batch)
-    rows = [("", batch)] + ([("augmented ", jax.device_get(augmented))] if augmented else [])
-    count = len(batch["image"])
-    fig, axes = plt.subplots(len(rows), count, figsize=(2.1 * count, 2.5 * len(rows)),
-                             squeeze=False)
+    plan = layout(schema, batch)
+    rows = [("", batch)] + (
+        [("augmented ", jax.device_get(augmented))] if augmented else []
+    )
+    count = len(batch[plan.image])
+    images = np.asarray(batch[plan.image])
+    window = (float(images.min()), float(images.max()))
+    width = 2.1 * (min(batch[plan.image].shape[1], MAX_FRAMES) if plan.sequence else 1)
+    fig, axes = plt.subplots(
+        len(rows), count, figsize=(width * count, 2.5 * len(rows)), squeeze=False
+    )
     for row, (prefix, examples) in enumerate(rows):
         for i in range(count):
             example = {k: np.asarray(v[i]) for k, v in examples.items()}
-            label = f"label {int(example['label'])}" if "label" in example else ""
-            if "ejection_fraction" in example:
-                label += f", EF {float(example['ejection_fraction']):.2f}"
-            _draw(axes[row, i], example, title=f"{prefix}{label}")
+            _draw(
+                axes[row, i],
+                plan,
+                example,
+                title=prefix + _caption(plan, example),
+                window=window,
+            )
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def draw_contours(ax, image: np.ndarray, prediction: np.ndarray | None = None,
-                  truth: np.ndarray | None = None, *, vmin=None, vmax=None) -> None:
-    """One 2D image in grey with the boundaries of every labelled region: the
-    truth in red, the prediction in yellow (as in the seed's prostate figure)."""
-    ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
-    for labels, colour, width in ((truth, "red", 1.0), (prediction, "yellow", 0.8)):
-        if labels is None:
-            continue
-        for value in np.unique(labels[labels > 0]):
-            ax.contour(labels == value, levels=[0.5], colors=colour, linewidths=width)
-    ax.axis("off")
-
-
-def _most_foreground_slice(truth: np.ndarray) -> int:
-    """The axial slice (last axis) of a volume that shows the most truth classes
-    (the middle one of those that tie): lesions through their middle, organs where
-    most of them meet."""
-    classes = np.array([len(np.unique(truth[..., k])) for k in range(truth.shape[-1])])
-    candidates = np.flatnonzero(classes == classes.max())
-    return int(candidates[len(candidates) // 2])
-
-
-def draw_segmentations(images, truths, predictions, path: str, *, dice=None,
-                       title: str = "") -> None:
-    """Writes a PNG with one panel per case: ``images [N, *S]`` in grey, truth
-    contours in red, predicted contours in yellow; volumes are shown at the axial
-    slice that shows the most truth classes. ``dice [N, C]`` titles each panel with
-    its mean foreground Dice."""
-    count = len(images)
-    fig, axes = plt.subplots(1, max(count, 1), figsize=(2.6 * max(count, 1), 2.9),
-                             squeeze=False)
-    for i in range(count):
-        image, truth, prediction = images[i], truths[i], predictions[i]
-        label = ""
-        if image.ndim == 3:
-            k = _most_foreground_slice(truth)
-            image, truth, prediction = image[..., k], truth[..., k], prediction[..., k]
-            label = f"slice {k}"
-        draw_contours(axes[0, i], image, prediction, truth)
-        if dice is not None and np.isfinite(dice[i][1:]).any():
-            label = f"Dice {np.nanmean(dice[i][1:]):.3f}" + (f", {label}" if label else "")
-        axes[0, i].set_title(label, fontsize=8)
-    fig.suptitle(f"{title}  (truth red, prediction yellow)", fontsize=9)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)

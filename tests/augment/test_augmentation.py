@@ -14,14 +14,18 @@ import pytest
 import scipy.ndimage
 from omegaconf import OmegaConf
 
-from medjax.ops import spatial
 from medjax.augment import Augmentation
 from medjax.config import CONFIG_DIR
 from medjax.config.build import ConfigError, build
+from medjax.data import schema
+from medjax.ops import spatial
 
 SHAPES = {2: (21, 19), 3: (11, 9, 7)}
-FIELDS_POINTS = {"points": (("points", "points_valid"),)}
-FIELDS = {"masks": ("mask",), **FIELDS_POINTS}
+# The roles of the fields moved: ((key, Role), ...) as Task.batch_roles() gives.
+IMAGE = (("image", schema.image()),)
+POINTS = (("points", schema.points("points_valid")), ("points_valid", schema.VALID))
+FIELDS_POINTS = IMAGE + POINTS
+FIELDS = IMAGE + (("mask", schema.label_map()),) + POINTS
 
 # Every geometric part at once, small enough that the test objects stay inside.
 GEOMETRY = {
@@ -92,13 +96,9 @@ def square_batch(ndim, batch=6):
 
 
 @functools.cache
-def _compiled(augment, fields):
-    return jax.jit(functools.partial(augment, **dict(fields)))
-
-
-def jitted(augment, **fields):
-    """``augment(key, batch, **fields)`` compiled once per setting and shapes."""
-    return _compiled(augment, tuple(sorted(fields.items())))
+def jitted(augment, roles=IMAGE):
+    """``augment(key, batch, roles)`` compiled once per setting and shapes."""
+    return jax.jit(functools.partial(augment, schema=roles))
 
 
 def assert_batches_equal(got, expected):
@@ -111,17 +111,18 @@ def assert_batches_equal(got, expected):
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_all_parts_off_returns_the_batch_unchanged(ndim):
     batch = random_batch(ndim)
-    out = Augmentation()(jax.random.key(0), batch, **FIELDS)
+    out = Augmentation()(jax.random.key(0), batch, FIELDS)
     assert_batches_equal(out, batch)
 
 
 def test_all_off_passes_batches_without_images_through():
     # augment=none with tabular data: nothing to move, nothing checked.
     batch = {"features": jnp.ones((4, 30)), "valid": jnp.ones(4, bool)}
-    out = Augmentation()(jax.random.key(0), batch, images=("features",))
+    tabular = (("features", schema.TABULAR),)
+    out = Augmentation()(jax.random.key(0), batch, tabular)
     assert out is not batch and out["features"] is batch["features"]
-    with pytest.raises(ValueError):
-        Augmentation(noise_probability=0.5)(jax.random.key(0), batch, images=("features",))
+    with pytest.raises(ValueError, match="no image, label_map, .* features 'features'"):
+        Augmentation(noise_probability=0.5)(jax.random.key(0), batch, tabular)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -130,7 +131,7 @@ def test_parts_that_are_drawn_but_off_leave_the_example_exactly(ndim):
     # them (here: flip on an axis that is never allowed) pass through exactly.
     batch = random_batch(ndim)
     out = Augmentation(flip_probability=1.0, flip_axes=())(
-        jax.random.key(0), batch, **FIELDS
+        jax.random.key(0), batch, FIELDS
     )
     assert_batches_equal(out, batch)
 
@@ -151,14 +152,14 @@ def test_identity_parameters_leave_fields_in_place(ndim):
         gamma_probability=1.0,
     )
     batch = random_batch(ndim)
-    out = jitted(identity, **FIELDS)(jax.random.key(1), batch)
+    out = jitted(identity, FIELDS)(jax.random.key(1), batch)
     np.testing.assert_allclose(out["image"], batch["image"], atol=1e-5)
     np.testing.assert_array_equal(out["mask"], batch["mask"])
     np.testing.assert_allclose(out["points"], batch["points"], atol=1e-5)
     np.testing.assert_array_equal(out["points_valid"], batch["points_valid"])
     # ...while a non-zero rotation does move them.
     rotated = Augmentation(rotation_probability=1.0, rotation_degrees=30.0)
-    moved = jitted(rotated, **FIELDS)(jax.random.key(1), batch)
+    moved = jitted(rotated, FIELDS)(jax.random.key(1), batch)
     assert np.abs(moved["image"] - batch["image"]).max() > 0.1
     assert np.abs(moved["points"] - batch["points"]).max() > 0.1
 
@@ -167,7 +168,7 @@ def test_identity_parameters_leave_fields_in_place(ndim):
 def test_same_key_same_output_different_key_different_output(ndim):
     augment = Augmentation(**EVERYTHING)
     batch = random_batch(ndim)
-    run = jitted(augment, **FIELDS)
+    run = jitted(augment, FIELDS)
     first = run(jax.random.key(3), batch)
     again = run(jax.random.key(3), batch)
     other = run(jax.random.key(4), batch)
@@ -193,7 +194,7 @@ ELASTIC = {"elastic_probability": 1.0, "elastic_sigma": 4.0, "elastic_magnitude"
 def test_image_mask_and_points_move_together(ndim, elastic):
     settings = {**GEOMETRY, **(ELASTIC if elastic else {})}
     batch = square_batch(ndim)
-    out = jitted(Augmentation(**settings), **FIELDS)(jax.random.key(5), batch)
+    out = jitted(Augmentation(**settings), FIELDS)(jax.random.key(5), batch)
     travelled = []
     for i in range(batch["image"].shape[0]):
         point = np.asarray(out["points"][i, 0])
@@ -222,7 +223,7 @@ def test_points_land_where_the_image_moved_their_voxel(ndim, elastic):
         "points": jnp.asarray(center + offsets, jnp.float32),
         "points_valid": jnp.ones((6, 8), bool),
     }
-    out = jitted(Augmentation(**settings), **FIELDS_POINTS)(jax.random.key(17), batch)
+    out = jitted(Augmentation(**settings), FIELDS_POINTS)(jax.random.key(17), batch)
     assert bool(out["points_valid"].all())
     for i in range(6):
         read = spatial.sample(out["image"][i], out["points"][i], order=1)
@@ -236,13 +237,13 @@ def test_points_land_where_the_image_moved_their_voxel(ndim, elastic):
 
 def test_masks_keep_their_dtype_and_labels():
     batch = random_batch(2)
-    out = jitted(Augmentation(**EVERYTHING), **FIELDS)(jax.random.key(6), batch)
+    out = jitted(Augmentation(**EVERYTHING), FIELDS)(jax.random.key(6), batch)
     assert out["mask"].dtype == jnp.int32
     labels = set(np.unique(out["mask"]).tolist())
     assert labels <= {0, 1, 2, 7} and len(labels) == 4
     assert not np.array_equal(out["mask"], batch["mask"])
     batch["mask"] = batch["mask"] > 0
-    out = jitted(Augmentation(**EVERYTHING), **FIELDS)(jax.random.key(6), batch)
+    out = jitted(Augmentation(**EVERYTHING), FIELDS)(jax.random.key(6), batch)
     assert out["mask"].dtype == jnp.bool_ and out["mask"].any()
 
 
@@ -250,12 +251,14 @@ def test_masks_keep_their_dtype_and_labels():
 def test_flip_of_axis_0_is_jnp_flip(ndim):
     batch = random_batch(ndim)
     out = Augmentation(flip_probability=1.0, flip_axes=(0,))(
-        jax.random.key(7), batch, **FIELDS
+        jax.random.key(7), batch, FIELDS
     )
     np.testing.assert_array_equal(out["image"], jnp.flip(batch["image"], axis=1))
     np.testing.assert_array_equal(out["mask"], jnp.flip(batch["mask"], axis=1))
     expected = np.array(batch["points"])
-    expected[..., 0] = SHAPES[ndim][0] - 1 - expected[..., 0]
+    flipped = SHAPES[ndim][0] - 1 - expected[..., 0]
+    valid = np.asarray(batch["points_valid"])
+    expected[..., 0] = np.where(valid, flipped, expected[..., 0])  # padding stays
     np.testing.assert_allclose(out["points"], expected, atol=1e-5)
     np.testing.assert_array_equal(out["points_valid"], batch["points_valid"])
 
@@ -277,7 +280,9 @@ def test_background_entering_the_image_is_each_channels_minimum():
     image = rng.uniform(0, 1, (21, 19, 2)).astype(np.float32)
     image[..., 1] += 3.0  # channel minima differ: ~0 and ~3
     zoom_out = Augmentation(zoom_probability=1.0, zoom_range=(0.5, 0.5))
-    out = zoom_out(jax.random.key(0), {"image": jnp.asarray(image)[None]})["image"][0]
+    out = zoom_out(jax.random.key(0), {"image": jnp.asarray(image)[None]}, IMAGE)[
+        "image"
+    ][0]
     center = (np.asarray(image.shape[:2]) - 1) / 2
     for c in range(2):
         expected = scipy.ndimage.affine_transform(
@@ -295,7 +300,7 @@ def test_background_entering_the_image_is_each_channels_minimum():
 def test_gaussian_noise_has_the_requested_std():
     flat = {"image": jnp.full((2, 201, 199, 1), 0.5, jnp.float32)}
     noisy = Augmentation(noise_probability=1.0, noise_std_range=(0.2, 0.2))
-    out = np.asarray(noisy(jax.random.key(10), flat)["image"])
+    out = np.asarray(noisy(jax.random.key(10), flat, IMAGE)["image"])
     for example in out:
         assert abs(example.std() - 0.2) < 0.005
         assert abs(example.mean() - 0.5) < 0.005
@@ -303,7 +308,9 @@ def test_gaussian_noise_has_the_requested_std():
     # A range draws one std per example inside it.
     ranged = Augmentation(noise_probability=1.0, noise_std_range=(0.05, 0.3))
     flat = {"image": jnp.full((8, 101, 99, 1), 0.5, jnp.float32)}
-    stds = np.asarray(ranged(jax.random.key(11), flat)["image"]).std(axis=(1, 2, 3))
+    stds = np.asarray(ranged(jax.random.key(11), flat, IMAGE)["image"]).std(
+        axis=(1, 2, 3)
+    )
     assert np.all((stds > 0.045) & (stds < 0.31)) and stds.max() - stds.min() > 0.05
 
 
@@ -315,7 +322,7 @@ def test_intensity_rescale_then_shift_by_hand():
         shift_probability=1.0,
         shift_range=(0.5, 0.5),
     )
-    out = rescale(jax.random.key(0), {"image": image[None]})["image"][0]
+    out = rescale(jax.random.key(0), {"image": image[None]}, IMAGE)["image"][0]
     expected = [[[0.5], [2.5], [-3.5]], [[1.0], [6.5], [1.5]]]
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
@@ -327,7 +334,7 @@ def test_gamma_of_the_min_max_normalised_image():
     image[..., 2] = 0.7  # constant: unchanged
     gamma = Augmentation(gamma_probability=1.0, gamma_range=(2.0, 2.0))
     out = np.asarray(
-        gamma(jax.random.key(0), {"image": jnp.asarray(image)[None]})["image"][0]
+        gamma(jax.random.key(0), {"image": jnp.asarray(image)[None]}, IMAGE)["image"][0]
     )
     expected = image.copy()
     for c, (low, high) in enumerate([(1.0, 3.0), (-4.0, 0.0)]):
@@ -345,7 +352,9 @@ def test_gamma_of_the_min_max_normalised_image():
 def test_gaussian_blur_matches_scipy(ndim):
     image = np.random.default_rng(12).uniform(0, 1, (1, *SHAPES[ndim], 2))
     blur = Augmentation(blur_probability=1.0, blur_sigma_range=(1.2, 1.2))
-    out = blur(jax.random.key(0), {"image": jnp.asarray(image, jnp.float32)})["image"]
+    out = blur(jax.random.key(0), {"image": jnp.asarray(image, jnp.float32)}, IMAGE)[
+        "image"
+    ]
     expected = scipy.ndimage.gaussian_filter(
         image[0],
         sigma=(1.2,) * ndim + (0.0,),
@@ -365,10 +374,10 @@ def test_points_pushed_outside_the_image_become_invalid():
         "points_valid": jnp.asarray([[True, True, True, False]]),
     }
     zoom_in = Augmentation(zoom_probability=1.0, zoom_range=(3.0, 3.0))
-    out = zoom_in(jax.random.key(0), batch, points=(("points", "points_valid"),))
-    np.testing.assert_allclose(
-        out["points"][0], center + 3.0 * (points - center), atol=1e-4
-    )
+    out = zoom_in(jax.random.key(0), batch, FIELDS_POINTS)
+    expected = center + 3.0 * (points - center)
+    expected[3] = points[3]  # an invalid row is padding: left as it was
+    np.testing.assert_allclose(out["points"][0], expected, atol=1e-4)
     # Corner points leave; the centre stays; an invalid point stays invalid.
     np.testing.assert_array_equal(out["points_valid"][0], [False, False, True, False])
 
@@ -378,8 +387,8 @@ def test_jit_and_independence_from_batch_position(ndim):
     augment = Augmentation(**EVERYTHING)
     batch = random_batch(ndim)
     key = jax.random.key(13)
-    out = jitted(augment, **FIELDS)(key, batch)
-    one = jax.jit(functools.partial(augment.example, **FIELDS))
+    out = jitted(augment, FIELDS)(key, batch)
+    one = jax.jit(functools.partial(augment.example, schema=FIELDS))
     for i in range(batch["image"].shape[0]):
         example = {name: value[i] for name, value in batch.items()}
         alone = one(jax.random.fold_in(key, i), example)
@@ -389,15 +398,15 @@ def test_jit_and_independence_from_batch_position(ndim):
         np.testing.assert_array_equal(alone["points_valid"], out["points_valid"][i])
     # The same example at two batch positions is augmented differently.
     twin = {name: jnp.stack([value[0]] * 3) for name, value in batch.items()}
-    twins = jitted(augment, **FIELDS)(key, twin)["image"]
+    twins = jitted(augment, FIELDS)(key, twin)["image"]
     assert not np.allclose(twins[0], twins[1])
 
 
 def test_eager_and_jitted_agree():
     augment = Augmentation(**GEOMETRY, noise_probability=1.0, noise_std_range=(0, 0.1))
     batch = random_batch(2)
-    eager = augment(jax.random.key(18), batch, **FIELDS)
-    compiled = jitted(augment, **FIELDS)(jax.random.key(18), batch)
+    eager = augment(jax.random.key(18), batch, FIELDS)
+    compiled = jitted(augment, FIELDS)(jax.random.key(18), batch)
     np.testing.assert_allclose(eager["image"], compiled["image"], atol=1e-5)
     np.testing.assert_allclose(eager["points"], compiled["points"], atol=1e-5)
     assert np.mean(eager["mask"] != compiled["mask"]) < 0.01  # rounding at .5 ties
@@ -417,16 +426,18 @@ def test_bad_batches_are_refused_before_tracing():
     batch = random_batch(2)
     augment = Augmentation(rotation_probability=1.0)
     with pytest.raises(ValueError, match="no field 'seg'"):
-        augment(jax.random.key(0), batch, masks=("seg",))
+        augment(jax.random.key(0), batch, IMAGE + (("seg", schema.label_map()),))
     with pytest.raises(ValueError, match=r"augment.flip_axes=\[2\]"):
-        Augmentation(flip_probability=0.5, flip_axes=(2,))(jax.random.key(0), batch)
+        Augmentation(flip_probability=0.5, flip_axes=(2,))(
+            jax.random.key(0), batch, IMAGE
+        )
     with pytest.raises(ValueError, match="floating-point image"):
-        augment(jax.random.key(0), {"image": batch["mask"][..., None]})
+        augment(jax.random.key(0), {"image": batch["mask"][..., None]}, IMAGE)
     with pytest.raises(ValueError, match="'points'"):
         augment(
             jax.random.key(0),
             dict(batch, points=batch["points"][..., :1]),
-            points=(("points", "points_valid"),),
+            FIELDS_POINTS,
         )
 
 
@@ -476,7 +487,7 @@ def test_config_builds_and_runs(path):
     augment = build(OmegaConf.load(path), "augment")
     assert isinstance(augment, Augmentation)
     batch = random_batch(2)
-    out = jitted(augment, **FIELDS)(jax.random.key(15), batch)
+    out = jitted(augment, FIELDS)(jax.random.key(15), batch)
     for name, value in batch.items():
         assert out[name].shape == value.shape and out[name].dtype == value.dtype
     assert np.isfinite(out["image"]).all()

@@ -1,26 +1,26 @@
-import os
+"""metrics.jsonl: records as JSON (NaN as null), and a resumed run dropping the
+records an interrupted run wrote after its checkpoint."""
+
+import json
 
 from medjax.engine import reporting
 
 
-def test_per_class_metrics_share_their_family_panel():
-    names = ["loss", "dice", "dice_liver", "dice_aorta", "hd95_liver", "hd95",
-             "lesion_sensitivity", "lesion_precision", "auroc", "missed_lung", "asd_lung"]
-    panels = reporting._panels(sorted(names))
-    assert panels["dice"] == ["dice", "dice_aorta", "dice_liver"]
-    assert panels["hd95"] == ["hd95", "hd95_liver"]
-    assert panels["lesion"] == ["lesion_precision", "lesion_sensitivity"]
-    # a lone per-class metric keeps its own panel
-    assert panels["missed_lung"] == ["missed_lung"] and panels["asd_lung"] == ["asd_lung"]
-    assert panels["loss"] == ["loss"] and panels["auroc"] == ["auroc"]
-
-
-def test_plot_curves_writes_a_png(tmp_path):
-    records = [
-        {"step": 1, "split": "train", "loss": 1.0},
-        {"step": 2, "split": "validation", "loss": 0.5, "dice": 0.5, "dice_liver": 0.6,
-         "dice_lung": None, "num_examples": 3},
-    ]
-    path = tmp_path / "figures" / "curves.png"
-    reporting.plot_curves(records, str(path))
-    assert os.path.getsize(path) > 1000
+def test_a_resumed_log_keeps_records_up_to_its_step(tmp_path):
+    log = reporting.MetricsLog(str(tmp_path))
+    log.write(1, "train", {"loss": 1.5})
+    log.write(2, "validation", {"loss": 0.5, "dice": float("nan"), "num_examples": 3})
+    log.write(3, "train", {"loss": 0.25})
+    log.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[1]) == {
+        "step": 2,
+        "split": "validation",
+        "loss": 0.5,
+        "dice": None,
+        "num_examples": 3,
+    }
+    resumed = reporting.MetricsLog(str(tmp_path), resume_step=2)
+    resumed.close()
+    assert [r["step"] for r in resumed.records] == [1, 2]
+    assert reporting.read_metrics(str(tmp_path / "metrics.jsonl")) == resumed.records

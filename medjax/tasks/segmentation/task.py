@@ -248,7 +248,7 @@ class SegmentationTask(Task):
     def draw_cases(self, host_outputs: dict[str, np.ndarray], path: str, title: str = "") -> None:
         """A few cases with the truth contoured in red and the prediction in
         yellow (volumes: the axial slice that shows the most truth classes)."""
-        from medjax.viz.samples import draw_segmentations
+        from medjax.viz.segmentation import draw_segmentations
 
         truth = host_outputs["truth"]
         foreground = truth.reshape(len(truth), -1).astype(bool).any(-1)
