@@ -61,10 +61,9 @@ def main() -> None:
 
 
 def plot_curves(curves, names, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from medjax import viz  # noqa: F401  (the backend)
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for i, (variant, runs) in enumerate(curves.items()):
