@@ -66,9 +66,8 @@ def mean_sd(values: Sequence[float]) -> str:
 def bar_plot(results: list[dict], variants: dict[str, str], metrics: Sequence[str],
              path: str, title: str, ylim=(0.4, 1.0)) -> None:
     """One panel per metric: a bar per variant at the mean, a dot per seed."""
+    from medjax import viz  # noqa: F401  (sets the backend before pyplot)
     import matplotlib.pyplot as plt
-
-    from medjax import viz  # noqa: F401  (the backend)
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(1.2 + 2.2 * len(variants) * len(metrics) / 2, 3.4),
                              squeeze=False)

@@ -61,9 +61,8 @@ def main() -> None:
 
 
 def plot_curves(curves, names, path):
+    from medjax import viz  # noqa: F401  (sets the backend before pyplot)
     import matplotlib.pyplot as plt
-
-    from medjax import viz  # noqa: F401  (the backend)
 
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for i, (variant, runs) in enumerate(curves.items()):
