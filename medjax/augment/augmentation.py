@@ -90,7 +90,7 @@ class Augmentation:
         shear_max: largest absolute shear factor (2D: one value; 3D: three), each
             uniform in ``[-shear_max, shear_max]``.
         elastic_probability: chance of a smooth random elastic deformation
-            (:func:`medjax.ops.spatial.smooth_random_displacement`).
+            (:func:`medjax.ops.displacement.smooth_random_displacement`).
         elastic_sigma: smoothness of the displacement field, in voxels.
         elastic_magnitude: size of the displacement, in voxels.
         scale_probability: chance of multiplying the image by one random factor.

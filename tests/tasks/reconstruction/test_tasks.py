@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from medjax.data import schema as roles
-from medjax.data.dataset import torso_schema
+from medjax.data.datasets.phantoms import torso_schema
 from medjax.inferers.latents import export_latents
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.reconstruction import TARGET_KEY, AnomalyTask, ReconstructionTask
