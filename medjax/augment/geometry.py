@@ -38,7 +38,8 @@ import jax.numpy as jnp
 from medjax.augment import draws
 from medjax.data import schema as roles
 from medjax.ops import boxes as box_ops
-from medjax.ops import displacement, spatial
+from medjax.ops import displacement as dense_fields
+from medjax.ops import spatial
 
 # Fixed-point iterations that invert the elastic displacement at the points.
 _ELASTIC_POINT_ITERATIONS = 5
@@ -127,7 +128,7 @@ def draw(settings, part_keys: dict, shape: tuple[int, ...]) -> Transform:
     displacement = None
     if settings.elastic_probability > 0.0:
         coin, value_key = draws.coin(part_keys["elastic"], settings.elastic_probability)
-        displacement = displacement.smooth_random_displacement(
+        displacement = dense_fields.smooth_random_displacement(
             value_key,
             shape,
             sigma=settings.elastic_sigma,
@@ -147,7 +148,7 @@ def forward_points(transform: Transform, points: jnp.ndarray) -> jnp.ndarray:
     """Where input points ``[K, ndim]`` land in the output, ``[K, ndim]`` float32."""
     target = spatial.transform_points(transform.matrix, points.astype(jnp.float32))
     if transform.displacement is not None:
-        target = displacement.invert_displacement_at(
+        target = dense_fields.invert_displacement_at(
             transform.displacement, target, _ELASTIC_POINT_ITERATIONS
         )
     return target
@@ -205,7 +206,7 @@ def move_vector_field(transform: Transform, field: jnp.ndarray) -> jnp.ndarray:
         # x + d(x) = A q, so A (q + u(q)) = x + d(x) + L u(q); then undo d.
         grid = spatial.identity_grid(field.shape[:-1])
         tips = (grid + transform.displacement + rotated).reshape(-1, ndim)
-        landed = displacement.invert_displacement_at(
+        landed = dense_fields.invert_displacement_at(
             transform.displacement, tips, _ELASTIC_POINT_ITERATIONS
         )
         rotated = landed.reshape(field.shape) - grid

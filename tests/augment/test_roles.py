@@ -12,7 +12,8 @@ import pytest
 
 from medjax.augment import Augmentation, geometry
 from medjax.data import schema
-from medjax.ops import displacement, spatial
+from medjax.ops import displacement as dense_fields
+from medjax.ops import spatial
 
 IMAGE = (("image", schema.image()),)
 AFFINE = {
@@ -82,7 +83,7 @@ def test_a_moved_displacement_still_warps_the_moved_image_onto_the_moved_target(
     u = 2.5 * np.stack(
         [np.sin(grid[..., 1] / 6 + rng.uniform()), np.cos(grid[..., 0] / 7)], -1
     ).astype(np.float32)
-    fixed = displacement.warp_displacement(jnp.asarray(moving), jnp.asarray(u))
+    fixed = dense_fields.warp_displacement(jnp.asarray(moving), jnp.asarray(u))
     batch = {
         "fixed": jnp.stack([fixed] * 4),
         "moving": jnp.stack([jnp.asarray(moving)] * 4),
@@ -97,7 +98,7 @@ def test_a_moved_displacement_still_warps_the_moved_image_onto_the_moved_target(
     out = jitted(augment, roles)(jax.random.key(3), batch)
     interior = (slice(7, -7), slice(7, -7))
     for i in range(4):
-        rewarped = displacement.warp_displacement(out["moving"][i], out["flow"][i])
+        rewarped = dense_fields.warp_displacement(out["moving"][i], out["flow"][i])
         error = np.abs(np.asarray(rewarped - out["fixed"][i]))[interior]
         # Linear interpolation of a smooth image, twice: a few hundredths.
         assert error.max() < 0.04, error.max()
@@ -107,7 +108,7 @@ def test_a_moved_displacement_still_warps_the_moved_image_onto_the_moved_target(
     misses = [
         np.abs(
             np.asarray(
-                displacement.warp_displacement(out["moving"][i], stale["flow"][i])
+                dense_fields.warp_displacement(out["moving"][i], stale["flow"][i])
                 - out["fixed"][i]
             )
         )[interior].max()

@@ -163,7 +163,7 @@ def test_transfer_modes_need_a_checkpoint():
 
 def test_a_task_and_data_that_do_not_fit_fail_when_the_run_is_built(data_dir, tmp_path):
     from medjax.tasks.base import TaskDataMismatch
-    from tests.data.io.test_io import make_decathlon
+    from tests.data.datasets.decathlon_folder import make_decathlon
 
     cfg = compose_train("task=segmentation", "data=breast_cancer")
     # composed without Hydra's runtime: named by the task's class and the data's name

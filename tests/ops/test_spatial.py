@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medjax.ops import displacement, spatial
+from medjax.ops import displacement as dense_fields
+from medjax.ops import spatial
 
 SHAPES = {2: (13, 17), 3: (9, 11, 7)}
 
@@ -297,17 +298,17 @@ def test_warp_displacement_of_affine_field_equals_warp_affine(ndim):
     shape = SHAPES[ndim]
     image = jnp.asarray(rng.normal(size=(*shape, 2)), jnp.float32)
     matrix = random_matrix(rng, ndim, shape)
-    field = displacement.affine_to_displacement(matrix, shape)
+    field = dense_fields.affine_to_displacement(matrix, shape)
     assert field.shape == (*shape, ndim)
     np.testing.assert_allclose(
-        displacement.warp_displacement(image, field, cval=0.25),
+        dense_fields.warp_displacement(image, field, cval=0.25),
         spatial.warp_affine(image, matrix, cval=0.25),
         atol=1e-5,
     )
     # a pure translation pulls back by minus the translation everywhere
     shift = spatial.affine_matrix(ndim, translation=np.arange(1.0, ndim + 1))
     np.testing.assert_allclose(
-        displacement.affine_to_displacement(shift, shape),
+        dense_fields.affine_to_displacement(shift, shape),
         np.broadcast_to(-np.arange(1.0, ndim + 1), (*shape, ndim)),
         atol=1e-6,
     )
@@ -344,36 +345,36 @@ def valid_after_two_warps(first, second):
 def test_compose_displacements_equals_warping_twice(ndim):
     shape = SHAPES[ndim]
     first, second = (
-        displacement.smooth_random_displacement(key, shape, sigma=2.0, magnitude=1.0)
+        dense_fields.smooth_random_displacement(key, shape, sigma=2.0, magnitude=1.0)
         for key in jax.random.split(jax.random.key(ndim), 2)
     )
     # Linear interpolation reproduces an affine image exactly, so both sides
     # agree up to rounding wherever no sample falls outside the image.
     image = affine_image(shape)
-    twice = displacement.warp_displacement(displacement.warp_displacement(image, first), second)
-    composed = displacement.compose_displacements(first, second)
-    once = displacement.warp_displacement(image, composed)
+    twice = dense_fields.warp_displacement(dense_fields.warp_displacement(image, first), second)
+    composed = dense_fields.compose_displacements(first, second)
+    once = dense_fields.warp_displacement(image, composed)
     valid = valid_after_two_warps(first, second)
     assert valid.sum() > 100
     np.testing.assert_allclose(
         np.asarray(once)[valid], np.asarray(twice)[valid], atol=1e-4
     )
     # composing in the other order is visibly wrong
-    swapped = displacement.compose_displacements(second, first)
-    wrong = displacement.warp_displacement(image, swapped)
+    swapped = dense_fields.compose_displacements(second, first)
+    wrong = dense_fields.warp_displacement(image, swapped)
     assert np.abs(np.asarray(wrong - twice)[valid]).max() > 0.05
 
 
 def test_compose_with_zero_field_is_identity():
-    field = displacement.smooth_random_displacement(
+    field = dense_fields.smooth_random_displacement(
         jax.random.key(0), (13, 17), sigma=2.0, magnitude=1.5
     )
     zero = jnp.zeros_like(field)
     np.testing.assert_allclose(
-        displacement.compose_displacements(field, zero), field, atol=1e-6
+        dense_fields.compose_displacements(field, zero), field, atol=1e-6
     )
     np.testing.assert_allclose(
-        displacement.compose_displacements(zero, field), field, atol=1e-6
+        dense_fields.compose_displacements(zero, field), field, atol=1e-6
     )
 
 
@@ -382,13 +383,13 @@ def test_compose_affine_fields_is_matrix_product():
     center = spatial.image_center(shape)
     a = spatial.affine_matrix(2, rotation=0.3, zoom=[1.1, 0.9], center=center)
     b = spatial.affine_matrix(2, translation=[1.0, -0.5], shear=0.2, center=center)
-    composed = displacement.compose_displacements(
-        displacement.affine_to_displacement(a, shape),
-        displacement.affine_to_displacement(b, shape),
+    composed = dense_fields.compose_displacements(
+        dense_fields.affine_to_displacement(a, shape),
+        dense_fields.affine_to_displacement(b, shape),
     )
-    expected = displacement.affine_to_displacement(b @ a, shape)  # move by a, then by b
+    expected = dense_fields.affine_to_displacement(b @ a, shape)  # move by a, then by b
     grid = spatial.identity_grid(shape)
-    pulled = np.asarray(grid + displacement.affine_to_displacement(b, shape))
+    pulled = np.asarray(grid + dense_fields.affine_to_displacement(b, shape))
     valid = inside(pulled, shape)
     assert valid.mean() > 0.5
     np.testing.assert_allclose(
@@ -410,22 +411,22 @@ def test_jacobian_determinant(ndim):
     rng = np.random.default_rng(ndim)
     shape = SHAPES[ndim]
     matrix = random_matrix(rng, ndim, shape)
-    determinant = displacement.jacobian_determinant(
-        displacement.affine_to_displacement(matrix, shape)
+    determinant = dense_fields.jacobian_determinant(
+        dense_fields.affine_to_displacement(matrix, shape)
     )
     expected = np.linalg.det(np.linalg.inv(np.asarray(matrix, np.float64)))
     assert determinant.shape == shape and abs(expected - 1) > 0.05
     np.testing.assert_allclose(determinant, np.full(shape, expected), rtol=1e-4)
     np.testing.assert_array_equal(
-        displacement.jacobian_determinant(jnp.zeros((*shape, ndim))), 1.0
+        dense_fields.jacobian_determinant(jnp.zeros((*shape, ndim))), 1.0
     )
-    field = displacement.smooth_random_displacement(
+    field = dense_fields.smooth_random_displacement(
         jax.random.key(ndim), shape, sigma=2.0, magnitude=2.0
     )
     reference = numpy_jacobian_determinant(np.asarray(field, np.float64))
     assert reference.std() > 0.1
     np.testing.assert_allclose(
-        displacement.jacobian_determinant(field), reference, atol=1e-4
+        dense_fields.jacobian_determinant(field), reference, atol=1e-4
     )
 
 
@@ -433,7 +434,7 @@ def test_smooth_random_displacement_statistics():
     shape, sigma, magnitude = (13, 17), 2.0, 1.5
     keys = jax.random.split(jax.random.key(0), 400)
     fields = jax.vmap(
-        lambda key: displacement.smooth_random_displacement(
+        lambda key: dense_fields.smooth_random_displacement(
             key, shape, sigma=sigma, magnitude=magnitude
         )
     )(keys)
@@ -454,11 +455,11 @@ def test_smooth_random_displacement_statistics():
             )
     # components are independent and the same key gives the same field
     assert abs(np.corrcoef(fields[..., 0].ravel(), fields[..., 1].ravel())[0, 1]) < 0.05
-    again = displacement.smooth_random_displacement(
+    again = dense_fields.smooth_random_displacement(
         keys[3], shape, sigma=sigma, magnitude=magnitude
     )
     np.testing.assert_allclose(again, fields[3], atol=1e-5)
-    three_d = displacement.smooth_random_displacement(
+    three_d = dense_fields.smooth_random_displacement(
         keys[0], (9, 11, 7), sigma=2.0, magnitude=2.0
     )
     assert three_d.shape == (9, 11, 7, 3) and 1.0 < float(three_d.std()) < 3.0
@@ -527,7 +528,7 @@ def test_jit_and_vmap_match_a_loop():
     zooms = jnp.asarray(rng.uniform(0.8, 1.2, (4, 2)), jnp.float32)
     flips = jnp.asarray([[0, 0], [1, 0], [0, 1], [1, 1]], jnp.float32)
     fields = jax.vmap(
-        lambda key: displacement.smooth_random_displacement(
+        lambda key: dense_fields.smooth_random_displacement(
             key, shape, sigma=2.0, magnitude=1.0
         )
     )(jax.random.split(jax.random.key(0), 4))
@@ -538,12 +539,12 @@ def test_jit_and_vmap_match_a_loop():
         matrix = spatial.affine_matrix(
             2, rotation=angle, zoom=zoom, flip=flip, center=center
         )
-        affine_field = displacement.affine_to_displacement(matrix, shape)
-        composed = displacement.compose_displacements(affine_field, field)
+        affine_field = dense_fields.affine_to_displacement(matrix, shape)
+        composed = dense_fields.compose_displacements(affine_field, field)
         return (
             spatial.warp_affine(image, matrix, order=0),
-            displacement.warp_displacement(image, composed),
-            displacement.jacobian_determinant(composed),
+            dense_fields.warp_displacement(image, composed),
+            dense_fields.jacobian_determinant(composed),
         )
 
     batched = jax.vmap(augment)(images, angles, zooms, flips, fields)
@@ -555,9 +556,9 @@ def test_jit_and_vmap_match_a_loop():
 
 
 def test_point_inversion_solves_the_map():
-    field = displacement.smooth_random_displacement(jax.random.key(2), (30, 30), sigma=4.0, magnitude=1.5)
+    field = dense_fields.smooth_random_displacement(jax.random.key(2), (30, 30), sigma=4.0, magnitude=1.5)
     points = jnp.array([[10.0, 12.5], [20.2, 7.7], [15.0, 15.0]])
-    y = displacement.invert_displacement_at(field, points, 20)
+    y = dense_fields.invert_displacement_at(field, points, 20)
     upper = jnp.array([29.0, 29.0])
     back = y + spatial.sample(field, jnp.clip(y, 0, upper))
     np.testing.assert_allclose(back, points, atol=1e-3)

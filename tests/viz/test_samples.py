@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from medjax.augment import Augmentation
-from medjax.data import dataset, pipeline
+from medjax.data import pipeline
+from medjax.data.datasets import phantoms as dataset
 from medjax.data import schema as roles
 from medjax.data.datasets.phantoms.builder import phantom_sources
 from medjax.viz import samples

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 
-from medjax.ops import displacement
+from medjax.ops import displacement as dense_fields
 from medjax.data.datasets.phantoms.registration_pairs import registration_pair
 
 
@@ -20,16 +20,16 @@ def test_moving_is_fixed_under_the_returned_transform(shape):
     image = jax.random.normal(jax.random.key(0), (*shape, 1))
     pair = registration_pair(key, image, elastic_magnitude=1.5)
     np.testing.assert_allclose(
-        pair["moving"], displacement.warp_displacement(image, pair["displacement"], cval=float(image.min())),
+        pair["moving"], dense_fields.warp_displacement(image, pair["displacement"], cval=float(image.min())),
         atol=1e-6,
     )
     # the total field is the affine part followed by the elastic part
     affine_only = registration_pair(key, image, elastic_magnitude=0.0)
     np.testing.assert_allclose(
         affine_only["displacement"],
-        displacement.affine_to_displacement(affine_only["affine"], shape), atol=1e-4,
+        dense_fields.affine_to_displacement(affine_only["affine"], shape), atol=1e-4,
     )
-    assert jnp.all(displacement.jacobian_determinant(pair["displacement"]) > 0)  # no folding
+    assert jnp.all(dense_fields.jacobian_determinant(pair["displacement"]) > 0)  # no folding
 
 
 def test_zero_ranges_give_the_identity():

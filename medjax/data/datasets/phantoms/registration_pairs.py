@@ -12,7 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from medjax.ops import displacement, spatial
+from medjax.ops import displacement as dense_fields
+from medjax.ops import spatial
 
 
 def registration_pair(
@@ -71,24 +72,24 @@ def registration_pair(
         shear=shear[0] if ndim == 2 else shear,
         center=spatial.image_center(shape),
     )
-    elastic = displacement.smooth_random_displacement(
+    elastic = dense_fields.smooth_random_displacement(
         keys[4], shape, sigma=elastic_sigma, magnitude=elastic_magnitude
     )
     # Affine first, then the elastic deformation of the affinely moved image.
-    displacement = displacement.compose_displacements(
-        displacement.affine_to_displacement(affine, shape), elastic
+    displacement = dense_fields.compose_displacements(
+        dense_fields.affine_to_displacement(affine, shape), elastic
     )
     background = jnp.min(image)
     pair = {
         "fixed": image,
-        "moving": displacement.warp_displacement(image, displacement, cval=background),
+        "moving": dense_fields.warp_displacement(image, displacement, cval=background),
         "affine": affine,
         "displacement": displacement,
     }
     for name, mask in (masks or {}).items():
         pair[f"fixed_{name}"] = mask
-        pair[f"moving_{name}"] = displacement.warp_displacement(mask, displacement, order=0)
+        pair[f"moving_{name}"] = dense_fields.warp_displacement(mask, displacement, order=0)
     if points is not None:
         pair["fixed_points"] = points
-        pair["moving_points"] = displacement.invert_displacement_at(displacement, points, 20)
+        pair["moving_points"] = dense_fields.invert_displacement_at(displacement, points, 20)
     return pair
