@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from runner import arguments, bar_plot, mean_sd, run_variants  # noqa: E402
 
-DATA: list[str] = []  # conf/data/phantom_lesions3d.yaml: 400 / 100 / 100 volumes
+DATA: list[str] = []  # conf/data/phantoms_lesions3d.yaml: 400 / 100 / 100 volumes
 VARIANTS = {
     "2d": ("2D: axial patch", ["task.views=[axial]", "model=cnn_small"]),
     "25d": ("2.5D: 3 planes", []),

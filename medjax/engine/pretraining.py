@@ -170,7 +170,7 @@ def train_stacked_autoencoder(
     reconstruction for ``finetune_steps``. Both phases use Adam on ``batch_size``
     rows drawn at random each step (``fit_arrays``' ``"random"`` order). (Training
     the stack end to end from scratch is ``medjax-train
-    model=autoencoder_stacked``.)
+    model=stacked_autoencoder_small``.)
 
     Returns:
         ``({"params": ...}`` for ``model.apply``, ``history)``, history holding

@@ -39,13 +39,13 @@ MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder", "anomaly": "aut
 # Models composed with a task that feeds them (a multistream model needs views).
 TASK_FOR_MODEL = {
     "multistream": ["task=lesion_classification", "task.views=[local,context]",
-                    "data=phantom_lesions"],
+                    "data=phantoms_lesions"],
 }
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').
-DATA_FOR_TASK = {"lesion_classification": ["data=phantom_lesions"]}
+DATA_FOR_TASK = {"lesion_classification": ["data=phantoms_lesions"]}
 TASK_FOR_DATA = {
-    "breast_cancer": ["task.image_key=features", "model=mlp"],
+    "breast_cancer": ["task.image_key=features", "model=mlp_small"],
     "decathlon": ["task=segmentation", "task.num_classes=3", "task.class_names=null",
                   "task.mask_key=mask", "model=unet_tiny", "model.spatial_dims=3"],
 }

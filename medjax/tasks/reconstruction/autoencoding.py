@@ -89,7 +89,7 @@ class ReconstructionTask(Task):
         if not isinstance(outputs, dict) or "reconstruction" not in outputs:
             raise ValueError(
                 f"task: {type(self).__name__} needs a model that returns a dict with "
-                f"'reconstruction' (model=autoencoder*, vae*), got "
+                f"'reconstruction' (model=*autoencoder*, vae*), got "
                 f"{type(outputs).__name__}"
             )
         valid = batch["valid"]

@@ -35,7 +35,7 @@ def test_vae_loss_adds_the_weighted_kl_per_element():
 
 
 def test_a_classifier_output_gets_a_clear_error():
-    with pytest.raises(ValueError, match="model=autoencoder"):
+    with pytest.raises(ValueError, match=r"model=\*autoencoder\*"):
         ReconstructionTask().loss(jnp.zeros((2, 2)), {"image": jnp.zeros((2, 4, 4, 1)), "valid": jnp.ones(2, bool)})
 
 
