@@ -49,3 +49,11 @@ def quote_path_arguments(argv: list[str], keys=("run_dir", "data_dir")) -> list[
             arg = f"{key}={value}"
         quoted.append(arg)
     return quoted
+
+
+def start_from_run(program: str, cfg: DictConfig) -> DictConfig:
+    """What ``medjax-eval`` and ``medjax-predict`` do first: quiet libraries, the
+    compilation cache, and the config the training run ``cfg.run_dir`` saved."""
+    quiet_libraries()
+    compilation_cache(cfg)
+    return run_config(program, cfg.run_dir)

@@ -8,7 +8,7 @@ import hydra
 from omegaconf import DictConfig
 
 from medjax.cli.common import (
-    CONFIG_PATH, compilation_cache, fail, quiet_libraries, quote_path_arguments, run_config,
+    CONFIG_PATH, fail, quote_path_arguments, start_from_run,
 )
 from medjax.config.build import ConfigError
 from medjax.config.run import build_run
@@ -18,10 +18,8 @@ from medjax.config.run import build_run
 def _eval(cfg: DictConfig) -> None:
     from medjax.engine.evaluate import evaluate_checkpoint
 
-    quiet_libraries()
-    compilation_cache(cfg)
     run_dir = cfg.run_dir
-    train_cfg = run_config("medjax-eval", run_dir)
+    train_cfg = start_from_run("medjax-eval", cfg)
     if cfg.get("data_dir"):
         train_cfg.data.data_dir = cfg.data_dir
     try:

@@ -12,7 +12,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from medjax.cli.common import (
-    CONFIG_PATH, compilation_cache, fail, quiet_libraries, quote_path_arguments, run_config,
+    CONFIG_PATH, fail, quote_path_arguments, start_from_run,
 )
 from medjax.config.build import ConfigError
 from medjax.config.run import build_run
@@ -24,10 +24,8 @@ def _predict(cfg: DictConfig) -> None:
     from medjax.data import schema as roles
     from medjax.inferers.segmentation import load_segmenter, write_overlay
 
-    quiet_libraries()
-    compilation_cache(cfg)
     run_dir = cfg.run_dir
-    train_cfg = run_config("medjax-predict", run_dir)
+    train_cfg = start_from_run("medjax-predict", cfg)
     try:
         task, model, tx, data, *_ = build_run(train_cfg)
         role = task.prediction_role()

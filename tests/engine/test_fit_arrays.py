@@ -13,16 +13,8 @@ import pytest
 from medjax import metrics
 from medjax.engine.fit_arrays import fit_arrays, fit_by_gradient_descent
 from medjax.models import linear
+from tests.models.test_linear import _data
 
-
-def _data(num_examples=203, num_features=5, noise=0.3, seed=0):
-    """Correlated standardised-ish features and a noisy linear target."""
-    rng = np.random.default_rng(seed)
-    mixing = np.eye(num_features) + 0.3 * rng.normal(size=(num_features, num_features))
-    X = rng.normal(size=(num_examples, num_features)) @ mixing
-    w = rng.normal(size=num_features)
-    y = X @ w + 1.7 + noise * rng.normal(size=num_examples)
-    return X.astype(np.float32), y.astype(np.float32)
 
 
 @pytest.mark.parametrize(
