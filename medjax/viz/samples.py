@@ -3,8 +3,8 @@ lesions, points and boxes, above the same samples after augmentation.
 
 What is drawn is decided from the data's field roles (``medjax.data.schema``),
 never from key names (:func:`layout`): the first image field is shown (the
-middle slice of a volume; with a time axis, frames of the sequence side by
-side), label maps as coloured contours, instance maps as red outlines, points
+middle slice of a volume; with a time axis, frames of the sequence tiled into
+a montage), label maps as coloured contours, instance maps as red outlines, points
 as cyan markers, boxes as rectangles, and scalar class labels and targets in
 each panel's title.
 """
@@ -21,7 +21,7 @@ import medjax.viz  # noqa: F401  (the one backend setting; runs before this modu
 from medjax.data import schema as roles
 from medjax.viz.segmentation import draw_label_contours
 
-#: Frames of a sequence shown side by side in one panel, evenly spread.
+#: Frames of a sequence tiled into one panel, evenly spread over the sequence.
 MAX_FRAMES = 4
 #: Points of a volume within this many slices of the one shown are drawn.
 _POINT_SLICES = 2
@@ -33,7 +33,7 @@ class Layout:
 
     Attributes:
         image: the key of the image drawn in grey.
-        sequence: the image has a time axis: frames are drawn side by side.
+        sequence: the image has a time axis: frames are tiled into a montage.
         label_maps: keys drawn as coloured contours, one colour per label.
         instance_maps: keys drawn as red outlines of every instance.
         points: ``(points key, validity key)`` pairs drawn as markers.
@@ -111,20 +111,32 @@ def _frames(count: int) -> np.ndarray:
     )
 
 
+def _tile(frames: np.ndarray) -> np.ndarray:
+    """Frames ``[N, H, W]`` tiled row by row into a near-square montage
+    ``[rows * H, cols * W]`` (missing tiles are zeros), so a panel stays square."""
+    count, height, width = frames.shape
+    cols = int(np.ceil(np.sqrt(count)))
+    rows = -(-count // cols)
+    tiles = np.zeros((rows * cols, height, width), frames.dtype)
+    tiles[:count] = frames
+    tiles = tiles.reshape(rows, cols, height, width).transpose(0, 2, 1, 3)
+    return tiles.reshape(rows * height, cols * width)
+
+
 def _panel(plan: Layout, example: dict) -> tuple[np.ndarray, dict, int | None]:
     """The 2D picture of one example: ``(grey [H, W'], {key: 2D label map},
-    slice shown or None)``; a sequence's frames are put side by side, a volume
+    slice shown or None)``; a sequence's frames are tiled into a montage, a volume
     shows its middle slice along the last spatial axis."""
     image = example[plan.image][..., 0]  # the first channel
     maps = {k: example[k] for k in plan.label_maps + plan.instance_maps}
-    if plan.sequence:  # [T, *S]: chosen frames side by side
+    if plan.sequence:  # [T, *S]: chosen frames tiled
         chosen = _frames(image.shape[0])
         if image.ndim == 4:  # a sequence of volumes: the middle slice of each
             middle = image.shape[-1] // 2
             image = image[..., middle]
             maps = {k: m[..., middle] for k, m in maps.items()}
-        image = np.concatenate(list(image[chosen]), axis=1)
-        maps = {k: np.concatenate(list(m[chosen]), axis=1) for k, m in maps.items()}
+        image = _tile(image[chosen])
+        maps = {k: _tile(m[chosen]) for k, m in maps.items()}
         return image, maps, None
     if image.ndim == 3:
         middle = image.shape[2] // 2
@@ -186,26 +198,20 @@ def sample_grid(
     rows share the grey window of the original images."""
     batch = jax.device_get(batch)
     plan = layout(schema, batch)
-    rows = [("", batch)] + (
-        [("augmented ", jax.device_get(augmented))] if augmented else []
-    )
+    rows = [("", batch)] + ([("augmented", jax.device_get(augmented))] if augmented else [])
     count = len(batch[plan.image])
     images = np.asarray(batch[plan.image])
     window = (float(images.min()), float(images.max()))
-    width = 2.1 * (min(batch[plan.image].shape[1], MAX_FRAMES) if plan.sequence else 1)
+    width = 2.1
     fig, axes = plt.subplots(
         len(rows), count, figsize=(width * count, 2.5 * len(rows)), squeeze=False
     )
-    for row, (prefix, examples) in enumerate(rows):
+    for row, (_, examples) in enumerate(rows):
         for i in range(count):
             example = {k: np.asarray(v[i]) for k, v in examples.items()}
-            _draw(
-                axes[row, i],
-                plan,
-                example,
-                title=prefix + _caption(plan, example),
-                window=window,
-            )
+            _draw(axes[row, i], plan, example, title=_caption(plan, example), window=window)
+    if augmented:
+        title += "\ntop: as stored; bottom: augmented"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -39,9 +39,12 @@ def test_cine_is_drawn_as_frames_with_their_label_maps():
     frames = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7, 1)
     labels = (frames[..., 0] % 3).astype(np.int32)
     grey, maps, _ = samples._panel(plan, {"image": frames, "mask": labels})
-    chosen = [0, 1, 3, 4]  # four frames spread over five
-    np.testing.assert_array_equal(grey, np.concatenate(frames[chosen, ..., 0], axis=1))
-    np.testing.assert_array_equal(maps["mask"], np.concatenate(labels[chosen], axis=1))
+    # Four frames spread over five, tiled 2 x 2 (row by row) so the panel stays square.
+    f = frames[..., 0]
+    np.testing.assert_array_equal(grey, np.block([[f[0], f[1]], [f[3], f[4]]]))
+    np.testing.assert_array_equal(
+        maps["mask"], np.block([[labels[0], labels[1]], [labels[3], labels[4]]])
+    )
 
 
 def test_a_single_image_panel_is_the_image_and_a_volume_its_middle_slice():
@@ -100,11 +103,13 @@ def test_a_decathlon_like_batch_and_a_sequence_are_drawn(tmp_path):
     cine = {"image": np.stack([image] * 3, 1), "mask": np.stack([mask] * 3, 1)}
     cine_schema = {"image": roles.image(time=True), "mask": roles.label_map(time=True)}
     sample_grid(cine, None, str(tmp_path / "cine.png"), "cine", schema=cine_schema)
-    # Three frames side by side: the sequence figure is wider than the image one.
-    assert (
-        picture(tmp_path / "cine.png").shape[1]
-        > picture(tmp_path / "image.png").shape[1]
-    )
+    picture(tmp_path / "cine.png")
+    # Three frames tile 2 x 2, the fourth tile empty.
+    grey, _, _ = samples._panel(layout(cine_schema), jax.tree.map(lambda a: a[0], cine))
+    height, width = image.shape[1:3]
+    assert grey.shape == (2 * height, 2 * width)
+    assert not grey[height:, width:].any()
+    np.testing.assert_array_equal(grey[height:, :width], image[0, ..., 0])
 
 
 @pytest.mark.slow
