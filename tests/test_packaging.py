@@ -43,9 +43,10 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
-def _run(command, **kwargs):
+def _run(command, env=None, **kwargs):
     result = subprocess.run(
-        command, env=_clean_env(), capture_output=True, text=True, timeout=900, **kwargs
+        command, env=env or _clean_env(), capture_output=True, text=True, timeout=900,
+        **kwargs,
     )
     assert result.returncode == 0, (
         f"{command}\n{result.stdout[-2000:]}{result.stderr[-4000:]}"
@@ -80,7 +81,18 @@ def _fresh_venv(path: Path, *install: str) -> Path:
     python = path / "bin" / "python"
     # This environment's pip, installing into the other one: no ensurepip there.
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    _run([*pip, "install", "--no-deps", "--quiet", *install])
+    env = _clean_env()
+    if "--no-build-isolation" in install:
+        # pip runs the build backend with the new environment's interpreter, whose
+        # own setuptools is the old one venv bundles: let it import this one's,
+        # alone (a link to it), so that pip does not see this environment's medjax.
+        import setuptools
+
+        tools = path.parent / f"{path.name}_build_tools"
+        tools.mkdir()
+        (tools / "setuptools").symlink_to(Path(setuptools.__file__).parent)
+        env["PYTHONPATH"] = str(tools)
+    _run([*pip, "install", "--no-deps", "--quiet", *install], env=env)
     here = "\n".join(site.getsitepackages()) + "\n"
     (_site_packages(python) / "medjax_test_parent_env.pth").write_text(here)
     return python
