@@ -3,7 +3,7 @@ example and takes a validity ``mask`` so that padded examples contribute exactly
 zero; the task reduces them (:func:`masked_mean`).
 
 - ``masking``: :func:`masked_mean`, the reduction;
-- ``classification``: :func:`softmax_cross_entropy`;
+- ``classification``: :func:`softmax_cross_entropy`, :func:`balanced_class_weights`;
 - ``segmentation``: dense cross-entropy, focal, soft Dice, Tversky, Dice + CE and
   ``SEGMENTATION_LOSSES`` by config name;
 - ``reconstruction``: :func:`reconstruction_error` (MSE), :func:`kl_divergence`.
@@ -12,7 +12,7 @@ The public names are re-exported here: ``losses.soft_dice_loss(...)``. Imports n
 medjax code.
 """
 
-from medjax.losses.classification import softmax_cross_entropy
+from medjax.losses.classification import balanced_class_weights, softmax_cross_entropy
 from medjax.losses.masking import masked_mean
 from medjax.losses.reconstruction import kl_divergence, reconstruction_error
 from medjax.losses.segmentation import (
@@ -26,6 +26,7 @@ from medjax.losses.segmentation import (
 )
 
 __all__ = [
+    "balanced_class_weights",
     "SEGMENTATION_LOSSES",
     "dense_cross_entropy",
     "dice_ce_loss",

@@ -1,7 +1,10 @@
 """Classification losses, per example (``[B]``), zero where ``mask`` is false."""
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -24,3 +27,14 @@ def softmax_cross_entropy(
     else:
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return losses if mask is None else jnp.where(mask, losses, 0.0)
+
+
+def balanced_class_weights(counts: Sequence[int]) -> tuple[float, ...]:
+    """``N / (K n_k)`` for class counts ``n_k`` (scikit-learn's "balanced"): every
+    class then carries the same total weight, and the mean weight over the
+    training set is 1. Absent classes get weight 0."""
+    counts = np.asarray(counts, np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return tuple(float(w) for w in weights)

@@ -313,3 +313,9 @@ def test_bad_shapes_raise_one_clear_error():
         losses.soft_dice_loss(logits, labels[:, :4])
     with pytest.raises(ValueError, match="class_weights"):
         losses.dense_cross_entropy(logits, labels, class_weights=jnp.ones(4))
+
+
+def test_balanced_class_weights():
+    weights = losses.balanced_class_weights([30, 10, 0, 20])
+    # N / (K n_k) over the 3 present classes: 60 / (3 * n_k)
+    np.testing.assert_allclose(weights, [60 / 90, 2.0, 0.0, 1.0])

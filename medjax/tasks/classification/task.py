@@ -2,7 +2,6 @@
 
 import dataclasses
 import os
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -108,7 +107,7 @@ class ClassificationTask(Task):
 
     def configure(self, data, *, task_name: str = "", data_name: str = "") -> "Task":
         """Checks the data's roles (the input may be a ``features`` field);
-        ``class_weights="balanced"`` becomes ``balanced_class_weights`` of the
+        ``class_weights="balanced"`` becomes ``losses.balanced_class_weights`` of the
         training split's class counts."""
         task = self
         held = dict(data.schema).get(self.image_key)
@@ -120,7 +119,7 @@ class ClassificationTask(Task):
         if task.class_weights != "balanced":
             return task
         counts = data.class_counts(data.train_split, self.label_key, self.num_classes)
-        return dataclasses.replace(task, class_weights=balanced_class_weights(counts))
+        return dataclasses.replace(task, class_weights=losses.balanced_class_weights(counts))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -246,14 +245,3 @@ class ClassificationTask(Task):
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
-
-
-def balanced_class_weights(counts: Sequence[int]) -> tuple[float, ...]:
-    """``N / (K n_k)`` for class counts ``n_k`` (scikit-learn's "balanced"): every
-    class then carries the same total weight, and the mean weight over the
-    training set is 1. Absent classes get weight 0."""
-    counts = np.asarray(counts, np.float64)
-    present = counts > 0
-    weights = np.zeros_like(counts)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return tuple(float(w) for w in weights)

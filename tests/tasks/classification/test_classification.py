@@ -137,14 +137,6 @@ def test_confusion_matrix_counts(tmp_path):
     np.testing.assert_array_equal(matrix, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
 
 
-def test_balanced_class_weights():
-    from medjax.tasks.classification.task import balanced_class_weights
-
-    weights = balanced_class_weights([30, 10, 0, 20])
-    # N / (K n_k) over the 3 present classes: 60 / (3 * n_k)
-    np.testing.assert_allclose(weights, [60 / 90, 2.0, 0.0, 1.0])
-
-
 @pytest.mark.parametrize("kwargs", [
     {"loss_function": "hinge"}, {"class_weights": (1.0,)}, {"threshold": 1.0},
     {"class_names": ("a",)},
