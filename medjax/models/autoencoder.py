@@ -21,9 +21,10 @@ holds an encoder of the same structure and :func:`transfer_encoder` copies a
 trained autoencoder's encoder parameters into it. Every model here declares its
 encoder as its backbone (``parameter_groups()``, :mod:`medjax.models.groups`).
 
-Losses (reconstruction error, KL, denoising corruption) live in
-``medjax.tasks.reconstruction.task``; greedy layer-wise pretraining of
-:class:`StackedAutoencoder` is ``medjax.tasks.reconstruction.task.train_stacked_autoencoder``.
+Losses (reconstruction error, KL) live in ``medjax.losses.reconstruction``, the
+tasks (and the denoising corruption) in ``medjax.tasks.reconstruction``; greedy
+layer-wise pretraining of :class:`StackedAutoencoder` is
+``medjax.engine.pretraining.train_stacked_autoencoder``.
 """
 
 import math
@@ -124,7 +125,7 @@ class StackedAutoencoder(nn.Module, Transferable):
     one linear) and decoder layer ``k`` (``decoder_k``) form the shallow
     autoencoder of level ``k``, which pretraining fits to the codes of level
     ``k - 1`` (level 0: the flattened image). The whole stack then trains end to
-    end like any model. See ``medjax.tasks.reconstruction.task.train_stacked_autoencoder``.
+    end like any model. See ``medjax.engine.pretraining.train_stacked_autoencoder``.
 
     Attributes:
         hidden: widths of the encoder layers; the last is the code size ``L``.

@@ -3,7 +3,7 @@ greedily pretrained stack of RBMs, then fine-tuned end to end.
 
 Recipe (Hinton, Osindero and Teh 2006; Hinton and Salakhutdinov 2006):
 
-1. ``medjax.tasks.generative.pretrain_dbn`` trains RBM 1 on the binarised images,
+1. ``medjax.engine.pretraining.pretrain_dbn`` trains RBM 1 on the binarised images,
    RBM 2 on RBM 1's hidden probabilities, and so on;
 2. ``save_rbm_stack`` writes their weights to an ``.npz`` file, which a
    ``DBNClassifier(pretrained=PATH)`` loads as its initial hidden layers (so the

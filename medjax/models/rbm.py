@@ -20,7 +20,7 @@ and returns the free energies of the data and of the chain's end, behind
 ``stop_gradient``. The gradient of ``mean F(v_data) - mean F(v_model)`` is then
 exactly the CD estimate of the negative log-likelihood gradient,
 ``<dE/dθ>_data - <dE/dθ>_model`` with the hidden units summed out
-(``medjax.tasks.generative.task.RBMTask`` forms that loss). With one Gibbs step, a
+(``medjax.tasks.generative.RBMTask`` forms that loss). With one Gibbs step, a
 persistent chain of ``batch_size`` particles and plain SGD this is the update
 scikit-learn's ``BernoulliRBM`` makes.
 """
@@ -190,7 +190,7 @@ class RBM(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
-        """The outputs ``medjax.tasks.generative.task.RBMTask`` turns into a loss.
+        """The outputs ``medjax.tasks.generative.RBMTask`` turns into a loss.
 
         Args:
             x: ``[B, ...]`` inputs (images are flattened to ``[B, D]``), binary for
