@@ -22,6 +22,7 @@ from medjax.engine.evaluate import configured, evaluate
 from medjax.engine.state import TrainState, count_params, init_state
 from medjax.engine.step import compile_steps
 from medjax.errors import ConfigError
+from medjax.viz.curves import plot_curves
 
 
 def check_trainer_options(
@@ -198,7 +199,7 @@ def train(
                     tqdm.write(f"step {step} validation: " + ", ".join(
                         f"{k}={v:.4f}" for k, v in validation.items() if k != "num_examples"
                     ))
-                reporting.plot_curves(log.records, os.path.join(run_dir, "figures", "curves.png"))
+                plot_curves(log.records, os.path.join(run_dir, "figures", "curves.png"))
                 window_start = time.perf_counter()  # evaluation is not training time
             bar.update(1)
             if step % checkpoint_every == 0 or validation is not None:
@@ -231,7 +232,7 @@ def train(
         "best_checkpoint_step": checkpoints.best_step(),
         "train_images_per_second": None if math.isnan(images_per_second) else images_per_second,
     }
-    reporting.plot_curves(records, os.path.join(run_dir, "figures", "curves.png"))
+    plot_curves(records, os.path.join(run_dir, "figures", "curves.png"))
     if is_main:
         reporting.write_json(os.path.join(run_dir, "summary.json"), summary)
     checkpoints.close()

@@ -1,5 +1,5 @@
-"""What a run writes beside its checkpoints: ``metrics.jsonl``, TensorBoard events,
-``figures/curves.png`` and ``summary.json``."""
+"""What a run writes beside its checkpoints: ``metrics.jsonl``, TensorBoard events
+and ``summary.json`` (``figures/curves.png`` is drawn by ``medjax.viz.curves``)."""
 
 import json
 import math
@@ -7,9 +7,6 @@ import os
 from typing import Any
 
 from tensorboardX import SummaryWriter
-
-# The curves figure is drawn by viz; the loop reaches it through this module.
-from medjax.viz.curves import plot_curves  # noqa: F401
 
 
 def _clean(value: Any) -> Any:

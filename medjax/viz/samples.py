@@ -65,12 +65,8 @@ def layout(schema, keys=None) -> Layout:
         ValueError: no image field to draw.
     """
     pairs = tuple(dict(schema).items())
-    present = set(dict(pairs) if keys is None else keys)
-    pairs = tuple(
-        (key, role)
-        for key, role in pairs
-        if key in present and (role.valid is None or role.valid in present)
-    )
+    if keys is not None:
+        pairs = _held(pairs, keys)
     images = [(key, role) for key, role in pairs if role.kind == roles.IMAGE]
     if not images:
         raise ValueError(
@@ -96,12 +92,17 @@ def layout(schema, keys=None) -> Layout:
 def augment_for_display(augment, key, batch: dict, schema) -> dict:
     """``batch`` after ``augment``, every spatial field moved with its image (a
     sequence's frames by one transform), by the roles in ``schema``."""
-    present = {
-        k: r
-        for k, r in dict(schema).items()
-        if k in batch and (r.valid is None or r.valid in batch)
-    }
-    return dict(augment(key, batch, tuple(present.items())))
+    return dict(augment(key, batch, _held(tuple(dict(schema).items()), batch)))
+
+
+def _held(pairs, keys) -> tuple:
+    """The ``(key, Role)`` pairs whose field (and validity field) ``keys`` holds."""
+    keys = set(keys)
+    return tuple(
+        (key, role)
+        for key, role in pairs
+        if key in keys and (role.valid is None or role.valid in keys)
+    )
 
 
 def _frames(count: int) -> np.ndarray:
@@ -198,7 +199,7 @@ def sample_grid(
     rows share the grey window of the original images."""
     batch = jax.device_get(batch)
     plan = layout(schema, batch)
-    rows = [("", batch)] + ([("augmented", jax.device_get(augmented))] if augmented else [])
+    rows = [batch] + ([jax.device_get(augmented)] if augmented else [])
     count = len(batch[plan.image])
     images = np.asarray(batch[plan.image])
     window = (float(images.min()), float(images.max()))
@@ -206,7 +207,7 @@ def sample_grid(
     fig, axes = plt.subplots(
         len(rows), count, figsize=(width * count, 2.5 * len(rows)), squeeze=False
     )
-    for row, (_, examples) in enumerate(rows):
+    for row, examples in enumerate(rows):
         for i in range(count):
             example = {k: np.asarray(v[i]) for k, v in examples.items()}
             _draw(axes[row, i], plan, example, title=_caption(plan, example), window=window)
