@@ -33,10 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from medjax.errors import InputError
+
 PathLike = str | os.PathLike
 
 
-class ImageFormatError(ValueError):
+class ImageFormatError(InputError):
     """A file that cannot be read or does not fit the others; the message is one
     line: ``"<file>: <what was wrong>"``."""
 

@@ -1,0 +1,67 @@
+"""Atomic file writes: a file is written under a temporary name beside its
+destination and renamed over it only once complete, so a crash or a full disk
+never leaves a half-written file where a previous good one was.
+
+Library writers that pick a format from the file name (nibabel's ``.nii.gz``,
+matplotlib's ``.png``) keep working: the temporary name ends like the real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from medjax.errors import WriteError
+
+
+def temporary_path(path: str | os.PathLike) -> str:
+    """A unique hidden name in ``path``'s directory that ends like ``path``."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(directory, f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a temporary path to write ``path``'s new content to; on success it
+    replaces ``path`` in one rename. If writing fails with an ``OSError`` (e.g.
+    ``ENOSPC``, ``EACCES``) the temporary file is removed, ``path`` keeps its
+    previous content, and a ``WriteError`` names the path and the reason; any
+    other exception is re-raised as it is (after the clean-up)."""
+    path = os.fspath(path)
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        _remove(temporary)
+        if isinstance(error, WriteError):
+            raise
+        reason = error.strerror or str(error) or type(error).__name__
+        kept = "; the previous file is intact" if os.path.exists(path) else ""
+        raise WriteError(f"{path}: could not write it ({reason}){kept}") from error
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path: str | os.PathLike, content: Any) -> None:
+    """``content`` as indented JSON with a final newline, written atomically."""
+    write_text(path, json.dumps(content, indent=2) + "\n")
