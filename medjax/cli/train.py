@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
 from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import NonFiniteError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
@@ -41,7 +42,7 @@ def _train(cfg: DictConfig) -> float | None:
             augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
             initialize=initialize, **trainer,
         )
-    except ConfigError as error:  # raised by the loop's checks, before compiling
+    except (ConfigError, NonFiniteError) as error:  # the loop's checks; a diverged run
         fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)

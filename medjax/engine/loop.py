@@ -19,26 +19,36 @@ from medjax.data.dataset import Dataset
 from medjax.engine import reporting, sharding
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.evaluate import configured, evaluate
+from medjax.engine.nonfinite import NonFiniteGuard, split_means, stop_message
 from medjax.engine.state import TrainState, count_params, init_state
 from medjax.engine.step import compile_steps
-from medjax.errors import ConfigError
+from medjax.errors import ConfigError, NonFiniteError
 from medjax.viz.curves import plot_curves
+
+
+ON_NONFINITE = ("stop", "skip")
 
 
 def check_trainer_options(
     max_steps: int, eval_every: int, checkpoint_every: int, log_every: int = 20,
-    keep_checkpoints: int = 2, best_mode: str = "max", **_: Any,
+    keep_checkpoints: int = 2, best_mode: str = "max", on_nonfinite: str = "stop",
+    max_nonfinite: int = 10, **_: Any,
 ) -> None:
     """One-line errors for trainer options that cannot work."""
     options = dict(
         max_steps=max_steps, eval_every=eval_every, checkpoint_every=checkpoint_every,
         log_every=log_every, keep_checkpoints=keep_checkpoints,
+        max_nonfinite=max_nonfinite,
     )
     for name, value in options.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"trainer.{name}: expected a positive integer, got {value!r}")
     if best_mode not in ("max", "min"):
         raise ConfigError(f"trainer.best_mode: expected 'max' or 'min', got {best_mode!r}")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ConfigError(
+            f"trainer.on_nonfinite: expected 'stop' or 'skip', got {on_nonfinite!r}"
+        )
 
 
 class StopOnSignal:
@@ -111,6 +121,8 @@ def train(
     keep_checkpoints: int = 2,
     best_metric: str | None = None,
     best_mode: str = "max",
+    on_nonfinite: str = "stop",
+    max_nonfinite: int = 10,
     config: dict[str, Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
@@ -125,9 +137,16 @@ def train(
     ``initialize`` changes a fresh state before step 1 (e.g. loads pretrained
     weights; a resumed run restores its own checkpoint instead). Other keyword
     arguments (trainer options read elsewhere, e.g. ``max_epochs``) are ignored.
+
+    A non-finite training step (loss or gradient norm) or validation loss
+    stops the run with ``NonFiniteError`` before anything of that step is
+    saved (``on_nonfinite="stop"``); ``"skip"`` drops such updates and counts
+    them (``nonfinite_steps`` in the train records), stopping after
+    ``max_nonfinite`` in a row (``medjax.engine.nonfinite``).
     Returns the summary also written to ``summary.json``."""
     check_trainer_options(
-        max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode
+        max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode,
+        on_nonfinite, max_nonfinite,
     )
     mesh = sharding.data_mesh(devices)
     sharding.check_batch_size(data.batch_size, mesh)
@@ -171,6 +190,23 @@ def train(
         disable=not (is_main and progress), dynamic_ncols=True,
     )
     window, window_start, images_per_second = [], time.perf_counter(), math.nan
+    guard = NonFiniteGuard(on_nonfinite, max_nonfinite)
+
+    def stop_if(problem: str | None) -> None:
+        """Ends a poisoned run: logs the steps checked so far (the window holds
+        no others here), lets the saves of good states finish, closes what the
+        run opened and raises one line."""
+        if problem is None:
+            return
+        if window:
+            _log_train(log, guard.checked_step, window, on_nonfinite == "skip")
+        bar.close()
+        checkpoints.wait()
+        latest = checkpoints.latest_step()
+        checkpoints.close()
+        log.close()
+        raise NonFiniteError(stop_message(problem, latest))
+
     step = start
     with StopOnSignal() as stop:
         for step in range(start + 1, max_steps + 1):
@@ -179,13 +215,17 @@ def train(
             if window:
                 # Keep one step in flight, no more: the bar then shows real progress.
                 jax.block_until_ready(window[-1])
+                stop_if(guard.check(step - 1, window[-1]))
             window.append(metrics)
             last = step == max_steps or stop.requested is not None
-            if step % log_every == 0 or last:
-                means = _mean_metrics(window)
+            logged = step % log_every == 0 or last
+            if logged or step % eval_every == 0 or step % checkpoint_every == 0:
+                # What is logged, evaluated or saved has been checked first.
+                stop_if(guard.check(step, metrics))
+            if logged:
+                means = _log_train(log, step, window, on_nonfinite == "skip")
                 elapsed = time.perf_counter() - window_start
                 images_per_second = len(window) * data.batch_size / elapsed
-                log.write(step, "train", means)
                 bar.set_postfix(loss=f"{means['loss']:.4f}", img_s=f"{images_per_second:.0f}")
                 window, window_start = [], time.perf_counter()
             validation = None
@@ -195,6 +235,7 @@ def train(
                     figure_path=os.path.join(run_dir, "figures", f"validation_step_{step:06d}.png"),
                 )
                 log.write(step, "validation", validation)
+                stop_if(guard.check_validation(step, validation))
                 if is_main and progress:
                     tqdm.write(f"step {step} validation: " + ", ".join(
                         f"{k}={v:.4f}" for k, v in validation.items() if k != "num_examples"
@@ -239,6 +280,11 @@ def train(
     return summary
 
 
-def _mean_metrics(window: list[dict[str, jax.Array]]) -> dict[str, float]:
-    stacked = sharding.to_host(window)
-    return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+def _log_train(log, step: int, window: list[dict[str, jax.Array]], count_skipped: bool):
+    """Writes the train record of a logging window (means over its applied
+    updates; with ``count_skipped``, ``nonfinite_steps``) and returns it."""
+    means, skipped = split_means(sharding.to_host(window))
+    if count_skipped:
+        means["nonfinite_steps"] = skipped
+    log.write(step, "train", means)
+    return means

@@ -30,13 +30,39 @@ class TrainState(flax.struct.PyTreeNode):
             variables["batch_stats"] = self.batch_stats
         return variables
 
-    def apply_gradients(self, grads, batch_stats) -> "TrainState":
+    def apply_gradients(self, grads, batch_stats, *, is_finite=None) -> "TrainState":
+        """The state after one optimizer update by ``grads``, with the forward
+        pass's new ``batch_stats``.
+
+        Args:
+            grads: gradients, shaped like ``params``.
+            batch_stats: BatchNorm statistics of the forward pass.
+            is_finite: a boolean scalar (or None: always update). When false the
+                update is dropped: parameters, BatchNorm statistics and
+                optimizer state stay those of ``self`` and only ``step``
+                advances (so the data order and the step's random streams stay
+                those of an uninterrupted run; the optimizer's own count, hence
+                its learning-rate schedule, does not advance).
+
+        The choice is a ``jnp.where`` per leaf rather than ``lax.cond`` or
+        ``optax.apply_if_finite``: the select fuses into the elementwise
+        optimizer update that writes each leaf (into the donated buffers), so
+        it adds no pass over memory and no host round trip for the predicate;
+        ``apply_if_finite`` would also leave the BatchNorm statistics unguarded
+        and change the optimizer state's structure (old checkpoints would no
+        longer restore).
+        """
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        return self.replace(
+        updated = self.replace(
             step=self.step + 1,
             params=optax.apply_updates(self.params, updates),
             batch_stats=batch_stats,
             opt_state=opt_state,
+        )
+        if is_finite is None:
+            return updated
+        return optax.tree_utils.tree_where(
+            is_finite, updated, self.replace(step=self.step + 1)
         )
 
 

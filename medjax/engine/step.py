@@ -4,14 +4,22 @@ compilation over the data mesh."""
 from functools import partial
 
 import jax
+import jax.numpy as jnp
+import optax
 
 from medjax.losses import masked_mean
 from medjax.runtime import compiler_options
 from medjax.engine import sharding
 from medjax.engine.state import TrainState
 
+# The key of the training step's metrics that holds its non-finite guard: an
+# int32 scalar, 0 when the update was finite, else the code of the quantity that
+# was not (the loss is named first: a non-finite loss makes the gradient so too).
+NONFINITE = "nonfinite"
+NONFINITE_QUANTITIES = {1: "loss", 2: "gradient norm"}
 
-def train_step(state: TrainState, batch, key, *, task, augment=None):
+
+def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True):
     """One optimizer update, after on-device augmentation of the batch.
 
     Args:
@@ -24,9 +32,17 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
             model learns from, ``loss`` scores it.
         augment: a ``medjax.augment.Augmentation`` (or None), applied to the
             prepared batch's fields by their roles, ``task.batch_roles()``.
+        guard: check that the loss and the global gradient norm are finite; a
+            non-finite update is dropped (``TrainState.apply_gradients``), so
+            the returned state never holds NaN or inf it did not get. False:
+            the step without the check (for the benchmark that prices it).
 
     Returns:
-        The new state and ``{metric: scalar}`` averaged over valid examples.
+        The new state and ``{metric: scalar}`` averaged over valid examples;
+        with ``guard``, also ``metrics[NONFINITE]``: 0 when the update was
+        applied, else a key of ``NONFINITE_QUANTITIES``. It travels with the
+        metrics, which the loop reads anyway, so the check costs no extra
+        device-to-host wait.
     """
     key = jax.random.fold_in(key, state.step)
     # Streams: 1 augmentation, 2 the task's batch, 3 the model's sampling; the
@@ -45,9 +61,22 @@ def train_step(state: TrainState, batch, key, *, task, augment=None):
         loss, per_example = task.loss(outputs, batch)
         return loss, (per_example, updates.get("batch_stats", {}))
 
-    grads, (per_example, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    state = state.apply_gradients(grads, batch_stats)
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    (loss, (per_example, batch_stats)), grads = value_and_grad(state.params)
     metrics = {k: masked_mean(v, batch["valid"]) for k, v in per_example.items()}
+    if not guard:
+        return state.apply_gradients(grads, batch_stats), metrics
+    # Two scalars: the loss, and one reduction over the gradients (a sum of
+    # squares overflows to inf before any single gradient does, so a finite norm
+    # also means the optimizer's squared-gradient moments stay finite).
+    loss_is_finite = jnp.isfinite(loss)
+    grads_are_finite = jnp.isfinite(optax.global_norm(grads))
+    state = state.apply_gradients(
+        grads, batch_stats, is_finite=loss_is_finite & grads_are_finite
+    )
+    metrics[NONFINITE] = jnp.where(
+        loss_is_finite, jnp.where(grads_are_finite, 0, 2), 1
+    ).astype(jnp.int32)
     return state, metrics
 
 
@@ -67,14 +96,14 @@ def eval_step(state: TrainState, batch, *, task):
     return per_example, task.host_outputs(outputs, batch)
 
 
-def compile_steps(task, mesh, augment=None):
+def compile_steps(task, mesh, augment=None, *, guard=True):
     """``train_step`` and ``eval_step`` jitted once for ``mesh``: batches sharded on
     ``data``, state and key replicated, the old state's buffers donated.
-    Augmentation runs in the training step only."""
+    Augmentation runs in the training step only; ``guard`` is ``train_step``'s."""
     data, same = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     options = compiler_options()
     train = jax.jit(
-        partial(train_step, task=task, augment=augment),
+        partial(train_step, task=task, augment=augment, guard=guard),
         in_shardings=(same, data, same),
         out_shardings=(same, same),
         donate_argnums=0,

@@ -19,6 +19,7 @@ from medjax.metrics.classification import (
     auroc_one_vs_rest,
     average_precision,
     balanced_accuracy,
+    count_nonfinite,
     multilabel_auroc,
     sensitivity_specificity,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "average_surface_distance",
     "average_surface_distance_of_distances",
     "balanced_accuracy",
+    "count_nonfinite",
     "dice_per_class",
     "hausdorff_95_of_distances",
     "hausdorff_distance_95",

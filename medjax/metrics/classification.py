@@ -1,6 +1,7 @@
 """Classification metrics: per-example :func:`accuracy` on device; the
 split-level ones (AUROC, average precision, sensitivity and specificity, balanced
-accuracy) on the host over a whole split."""
+accuracy) on the host over a whole split; ``count_nonfinite`` finds the scores
+a diverged model leaves them undefined by."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,15 +16,25 @@ def accuracy(
     return correct if mask is None else jnp.where(mask, correct, 0.0)
 
 
+def count_nonfinite(scores: np.ndarray) -> int:
+    """The number of examples of ``scores [N, ...]`` with a NaN or infinite
+    score: split metrics of such scores are NaN, and the tasks say so."""
+    scores = np.asarray(scores)
+    return int((~np.isfinite(scores.reshape(len(scores), -1))).any(-1).sum())
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve of ``scores [N]`` for binary ``labels [N]``.
 
     Computed as the Mann-Whitney U statistic over (positive, negative) pairs, ties
     counting one half, which equals the trapezoidal ROC area. NaN when one class
-    is absent (AUROC is undefined then)."""
+    is absent (AUROC is undefined then) or a score is not finite (NaN or inf:
+    the outputs of a diverged model rank nothing; ``count_nonfinite`` says how
+    many)."""
     labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores)
     positives, negatives = scores[labels], scores[~labels]
-    if len(positives) == 0 or len(negatives) == 0:
+    if len(positives) == 0 or len(negatives) == 0 or count_nonfinite(scores):
         return float("nan")
     u = scipy.stats.mannwhitneyu(positives, negatives, alternative="two-sided").statistic
     return float(u / (len(positives) * len(negatives)))
@@ -75,10 +86,10 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the precision-recall curve as scikit-learn's
     ``average_precision_score``: ``sum_n (R_n - R_{n-1}) P_n`` over the distinct
     score thresholds, highest first (tied scores enter together). NaN when there
-    are no positives."""
+    are no positives or a score is not finite (NaN would sort anywhere)."""
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels).astype(bool)
-    if not labels.any():
+    if not labels.any() or count_nonfinite(scores):
         return float("nan")
     order = np.argsort(-scores, kind="mergesort")
     scores, labels = scores[order], labels[order]

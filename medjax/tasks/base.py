@@ -39,6 +39,7 @@ the last evaluation batch.
 """
 
 import dataclasses
+import logging
 from typing import Any, Callable, ClassVar
 
 import jax.numpy as jnp
@@ -46,6 +47,9 @@ import numpy as np
 
 from medjax.data import schema as roles
 from medjax.errors import ConfigError
+from medjax.metrics import count_nonfinite
+
+logger = logging.getLogger("medjax")
 
 Batch = dict[str, jnp.ndarray]
 
@@ -176,3 +180,15 @@ class Task:
     def decode(self, outputs: Any) -> Any:
         """The array ``medjax-predict`` writes, from ``predict``'s outputs."""
         return outputs
+
+
+def warn_nonfinite_scores(scores: np.ndarray, what: str, metric_names: str) -> None:
+    """One warning line when some of ``scores [N, ...]`` are NaN or infinite:
+    the metrics named are NaN then, and the likely cause is a diverged model."""
+    count = count_nonfinite(scores)
+    if count:
+        logger.warning(
+            "%d of %d examples have non-finite %s (NaN or inf): %s reported as NaN; "
+            "the model's outputs are not finite (diverged parameters?)",
+            count, len(scores), what, metric_names,
+        )

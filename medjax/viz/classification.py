@@ -63,11 +63,12 @@ def plot_roc_curves(
 ) -> None:
     """ROC curves, one per column of ``scores [N, K]`` against binary
     ``targets [N, K]`` (one-vs-rest indicators, or multi-label targets), with each
-    curve's area in the legend. Columns without both classes are left out."""
+    curve's area in the legend. Columns without both classes, or with a
+    non-finite score (a diverged model), are left out."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     for k, name in enumerate(class_names):
         truth = targets[:, k].astype(bool)
-        if truth.all() or not truth.any():
+        if truth.all() or not truth.any() or not np.isfinite(scores[:, k]).all():
             continue
         fpr, tpr, _ = sklearn.metrics.roc_curve(truth, scores[:, k])
         area = sklearn.metrics.auc(fpr, tpr)

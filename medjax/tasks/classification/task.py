@@ -10,7 +10,7 @@ import optax
 
 from medjax import losses, metrics
 from medjax.data import schema as roles
-from medjax.tasks.base import Batch, Task
+from medjax.tasks.base import Batch, Task, warn_nonfinite_scores
 
 LOSS_FUNCTIONS = ("cross_entropy", "focal")
 
@@ -181,7 +181,12 @@ class ClassificationTask(Task):
         return probabilities.argmax(-1)
 
     def split_metrics(self, host_outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """The split-level metrics of the class docstring. Non-finite
+        probabilities (a diverged model) make ``auroc`` NaN, with one warning
+        line; the decisions, and the metrics of them, are still those of
+        ``predictions``."""
         probabilities, labels = host_outputs["probabilities"], host_outputs["label"]
+        warn_nonfinite_scores(probabilities, "class probabilities", "auroc")
         predicted = self.predictions(probabilities)
         if self.multi_label:
             targets = labels > 0

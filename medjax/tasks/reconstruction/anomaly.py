@@ -11,7 +11,7 @@ import numpy as np
 
 from medjax import metrics
 from medjax.data import schema as roles
-from medjax.tasks.base import Batch
+from medjax.tasks.base import Batch, warn_nonfinite_scores
 from medjax.tasks.reconstruction.autoencoding import ReconstructionTask
 
 
@@ -107,6 +107,7 @@ class AnomalyTask(ReconstructionTask):
     def split_metrics(self, host_outputs: dict[str, np.ndarray]) -> dict[str, float]:
         scores = np.asarray(host_outputs["score"], np.float64)
         lesion = np.asarray(host_outputs["label"]) > 0
+        warn_nonfinite_scores(scores, "anomaly scores", "auroc and auprc")
         return {
             "auroc": metrics.auroc(scores, lesion),
             "auprc": metrics.average_precision(scores, lesion),
