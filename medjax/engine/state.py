@@ -44,13 +44,16 @@ class TrainState(flax.struct.PyTreeNode):
                 those of an uninterrupted run; the optimizer's own count, hence
                 its learning-rate schedule, does not advance).
 
-        The choice is a ``jnp.where`` per leaf rather than ``lax.cond`` or
-        ``optax.apply_if_finite``: the select fuses into the elementwise
-        optimizer update that writes each leaf (into the donated buffers), so
-        it adds no pass over memory and no host round trip for the predicate;
-        ``apply_if_finite`` would also leave the BatchNorm statistics unguarded
-        and change the optimizer state's structure (old checkpoints would no
-        longer restore).
+        The choice is a ``lax.cond`` between the updated and the kept state,
+        computed before it. A ``jnp.where`` per leaf would fuse into the
+        reductions that produce BatchNorm statistics and Adam moments and change
+        their summation order (a finite run's numbers then differ in the last
+        bits); the ``cond`` leaves the update's code as it was, and costs at
+        most a copy of the chosen state (``experiments/benchmarks/
+        nonfinite_guard.py``). ``optax.apply_if_finite`` would leave the
+        BatchNorm statistics unguarded, apply a bad update anyway after its
+        ``max_consecutive_errors`` and change the optimizer state's structure
+        (old checkpoints would no longer restore).
         """
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         updated = self.replace(
@@ -61,9 +64,8 @@ class TrainState(flax.struct.PyTreeNode):
         )
         if is_finite is None:
             return updated
-        return optax.tree_utils.tree_where(
-            is_finite, updated, self.replace(step=self.step + 1)
-        )
+        kept = self.replace(step=self.step + 1)
+        return jax.lax.cond(is_finite, lambda new, old: new, lambda new, old: old, updated, kept)
 
 
 def create_train_state(model, tx, sample_inputs, key) -> TrainState:
