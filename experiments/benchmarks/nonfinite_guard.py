@@ -20,9 +20,8 @@ import statistics
 import time
 
 import jax
-from hydra import compose, initialize_config_dir
 
-from medjax.config import CONFIG_PATH
+from medjax.config import compose
 from medjax.config.run import build_run
 from medjax.data import pipeline
 from medjax.engine import sharding
@@ -47,8 +46,7 @@ def main():
     parser.add_argument("overrides", nargs="*", help="medjax-train overrides")
     args = parser.parse_args()
 
-    with initialize_config_dir(config_dir=CONFIG_PATH, version_base=None):
-        cfg = compose(config_name="train", overrides=args.overrides)
+    cfg = compose("train", args.overrides)
     run = build_run(cfg)
     task = configured(run.task, run.data)
     mesh = sharding.data_mesh()

@@ -66,11 +66,11 @@ def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True)
     metrics = {k: masked_mean(v, batch["valid"]) for k, v in per_example.items()}
     if not guard:
         return state.apply_gradients(grads, batch_stats), metrics
-    # Two scalars: the loss, and one reduction over the gradients (a sum of
-    # squares overflows to inf before any single gradient does, so a finite norm
-    # also means the optimizer's squared-gradient moments stay finite).
+    # Two scalars: the loss, and one reduction over the gradients, their sum of
+    # squares (it overflows to inf before any single gradient does, so when it
+    # is finite the optimizer's squared-gradient moments stay finite too).
     loss_is_finite = jnp.isfinite(loss)
-    grads_are_finite = jnp.isfinite(optax.global_norm(grads))
+    grads_are_finite = jnp.isfinite(optax.tree.norm(grads, squared=True))
     state = state.apply_gradients(
         grads, batch_stats, is_finite=loss_is_finite & grads_are_finite
     )

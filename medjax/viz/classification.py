@@ -79,5 +79,6 @@ def plot_roc_curves(
     ax.set_xlabel("1 - specificity (false-positive rate)")
     ax.set_ylabel("sensitivity (true-positive rate)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right", title="AUROC", title_fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # no curve: nothing to label
+        ax.legend(fontsize=7, loc="lower right", title="AUROC", title_fontsize=7)
     _save(fig, path)
