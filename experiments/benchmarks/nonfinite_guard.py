@@ -64,11 +64,14 @@ def main():
     for guard in (True, False):
         steps[guard], _ = compile_steps(task, mesh, run.augment, guard=guard)
         states[guard] = init_state(run.model, run.tx, run.data, task, mesh, cfg.seed)
-        _, states[guard] = time_steps(steps[guard], states[guard], batches, key)  # compile
+        # the first pass compiles
+        _, states[guard] = time_steps(steps[guard], states[guard], batches, key)
     times = {True: [], False: []}
     for _ in range(args.repeats):
         for guard in (True, False):
-            seconds, states[guard] = time_steps(steps[guard], states[guard], batches, key)
+            seconds, states[guard] = time_steps(
+                steps[guard], states[guard], batches, key
+            )
             times[guard].append(seconds / len(batches))
     with_guard, without = (statistics.median(times[g]) for g in (True, False))
     image = batches[0]["image"].shape

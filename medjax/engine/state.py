@@ -65,7 +65,9 @@ class TrainState(flax.struct.PyTreeNode):
         if is_finite is None:
             return updated
         kept = self.replace(step=self.step + 1)
-        return jax.lax.cond(is_finite, lambda new, old: new, lambda new, old: old, updated, kept)
+        return jax.lax.cond(
+            is_finite, lambda new, old: new, lambda new, old: old, updated, kept
+        )
 
 
 def create_train_state(model, tx, sample_inputs, key) -> TrainState:

@@ -49,7 +49,8 @@ def steps(tiny_data):
     task = ClassificationTask().configure(tiny_data)
     mesh = sharding.data_mesh(jax.devices()[:1])
     tx = make_optimizer("adamw", lr=1e-2, total_steps=8, warmup_steps=2)
-    state = jax.device_get(init_state(cnn_tiny(num_classes=2), tx, tiny_data, task, mesh, 0))
+    model = cnn_tiny(num_classes=2)
+    state = jax.device_get(init_state(model, tx, tiny_data, task, mesh, 0))
     batches = list(pipeline.train_batches(
         tiny_data.source("train"), batch_size=8, seed=0, start_step=0, num_steps=4,
         convert=tiny_data.convert, keys=task.batch_keys,
@@ -71,14 +72,16 @@ def test_the_guard_changes_no_number_of_a_finite_run(steps):
     guarded, unguarded, state, batches = steps
     losses, guarded_state, metrics = run_steps(guarded, state, batches)
     reference, reference_state, _ = run_steps(unguarded, state, batches)
-    assert losses == reference and losses[0] != losses[-1]  # bit for bit, and it learned
+    assert losses == reference  # bit for bit
+    assert losses[0] != losses[-1]  # and it learned
     assert leaves_equal(guarded_state, reference_state)
     assert int(metrics[NONFINITE]) == 0
 
 
 def test_a_nan_batch_leaves_params_statistics_and_optimizer_state_unchanged(steps):
     guarded, _, state, batches = steps
-    poisoned = {**batches[0], "image": np.full(batches[0]["image"].shape, np.nan, np.float32)}
+    nan_image = np.full(batches[0]["image"].shape, np.nan, np.float32)
+    poisoned = {**batches[0], "image": nan_image}
     new, metrics = guarded(state, poisoned, jax.random.key(1))
     # NaN through BatchNorm: the gradient is NaN; the loss too, unless a fused
     # ReLU (a maxnum on XLA's CPU) turned the NaN activations into zeros
@@ -121,12 +124,15 @@ def test_skip_counts_runs_of_bad_steps_and_stops_after_max_nonfinite():
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("on_nonfinite", "ignore", "trainer.on_nonfinite: expected 'stop' or 'skip', got 'ignore'"),
+    ("on_nonfinite", "ignore",
+     "trainer.on_nonfinite: expected 'stop' or 'skip', got 'ignore'"),
     ("max_nonfinite", 0, "trainer.max_nonfinite: expected a positive integer, got 0"),
 ])
 def test_bad_guard_options_are_one_line_errors(option, value, message):
     with pytest.raises(ConfigError) as error:
-        check_trainer_options(max_steps=4, eval_every=2, checkpoint_every=2, **{option: value})
+        check_trainer_options(
+            max_steps=4, eval_every=2, checkpoint_every=2, **{option: value}
+        )
     assert str(error.value) == message
 
 
@@ -144,7 +150,9 @@ def records(run_dir):
         return [json.loads(line) for line in f]
 
 
-def test_stop_ends_at_the_first_bad_step_and_saves_no_poisoned_checkpoint(tiny_data, tmp_path):
+def test_stop_ends_at_the_first_bad_step_and_saves_no_poisoned_checkpoint(
+    tiny_data, tmp_path
+):
     model, task = cnn_tiny(num_classes=2), ClassificationTask()
     tx = make_optimizer("sgd", lr=1e30, total_steps=6, schedule="constant")
     with pytest.raises(NonFiniteError) as error:
@@ -190,7 +198,8 @@ def test_skip_leaves_the_state_unchanged_counts_and_stops_after_max_nonfinite(
     assert sorted(states) == [2]
     assert int(states[2].step) == 2  # the step counter advanced...
     for part in ("params", "batch_stats", "opt_state"):  # ...nothing else did
-        assert leaves_equal(getattr(states[2], part), jax.device_get(getattr(template, part)))
+        initial = jax.device_get(getattr(template, part))
+        assert leaves_equal(getattr(states[2], part), initial), part
     log = records(tmp_path)
     assert [(r["step"], r["nonfinite_steps"]) for r in log] == [(1, 1), (2, 1), (3, 1)]
 
@@ -212,5 +221,6 @@ def test_split_metrics_of_nonfinite_scores_are_nan_with_one_warning(tmp_path, ca
     assert os.path.isfile(tmp_path / "validation_roc.png")
     scores = np.array([np.nan, 0.9, 0.1, 0.8])
     assert np.isnan(average_precision(scores, np.array([1, 0, 1, 1])))
-    result = AnomalyTask().split_metrics({"score": scores, "label": np.array([1, 0, 1, 1])})
+    labels = np.array([1, 0, 1, 1])
+    result = AnomalyTask().split_metrics({"score": scores, "label": labels})
     assert np.isnan(result["auroc"]) and np.isnan(result["auprc"])
