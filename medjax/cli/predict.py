@@ -14,18 +14,18 @@ from omegaconf import DictConfig
 from medjax.cli.common import (
     CONFIG_PATH, fail, quote_path_arguments, start_from_run,
 )
-from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import ConfigError, MedjaxError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="predict")
 def _predict(cfg: DictConfig) -> None:
-    from medjax.data import io
     from medjax.data import schema as roles
-    from medjax.inferers.segmentation import load_segmenter, write_overlay
+    from medjax.inferers import segmentation
 
     run_dir = cfg.run_dir
     train_cfg = start_from_run("medjax-predict", cfg)
+    overlay = cfg.overlay or _overlay_path(str(cfg.output))
     try:
         task, model, tx, data, *_ = build_run(train_cfg)
         role = task.prediction_role()
@@ -39,18 +39,18 @@ def _predict(cfg: DictConfig) -> None:
                 f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
                 f"task predicts a {role}"
             )
-        volume = io.load_image(cfg.input)
-        segmenter = load_segmenter(
+        segmenter = segmentation.load_segmenter(
             task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
             best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
         )
-        labels = segmenter(volume)
-        written = io.save_like(labels, volume, cfg.output)
-    except (ConfigError, FileNotFoundError, io.ImageFormatError) as error:
+        _, labels, written = segmentation.segment_file(
+            segmenter, cfg.input, cfg.output, overlay
+        )
+    except (MedjaxError, FileNotFoundError) as error:
         fail("medjax-predict", error)
-    overlay = cfg.overlay or _overlay_path(str(cfg.output))
-    write_overlay(volume, labels, overlay, segmenter.normalize)
     counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    # Paths and counts only: nothing read from the input's header (a DICOM
+    # series' patient name, ID or birth date) is printed.
     print(f"segmented {cfg.input} {tuple(labels.shape)} with step {segmenter.step} of {run_dir}")
     print(f"voxels per label: {counts}")
     print(f"wrote {written} and {overlay}")
