@@ -245,6 +245,8 @@ KEPT_TAGS = (
     "SliceLocation",
 )
 
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
 _SLICE_NAME = re.compile(r"slice_\d{4}\.dcm")
 
 
@@ -265,13 +267,17 @@ def _mask_slice(source, labels_slice: np.ndarray, series_uid: str, k: int,
     dataset.PatientID = ""
     dataset.PatientIdentityRemoved = "YES"
     dataset.DeidentificationMethod = "medjax: only UIDs and geometry kept"
-    referenced = Dataset()
-    referenced.ReferencedSOPClassUID = source.SOPClassUID
-    referenced.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    dataset.SourceImageSequence = [referenced]
-    referenced_series = Dataset()
-    referenced_series.SeriesInstanceUID = source.SeriesInstanceUID
-    dataset.ReferencedSeriesSequence = [referenced_series]
+    if "SOPClassUID" not in dataset:  # a loose file: file it as Secondary Capture
+        dataset.SOPClassUID = SECONDARY_CAPTURE
+    if source.get("SOPInstanceUID"):
+        referenced = Dataset()
+        referenced.ReferencedSOPClassUID = dataset.SOPClassUID
+        referenced.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        dataset.SourceImageSequence = [referenced]
+    if source.get("SeriesInstanceUID"):
+        referenced_series = Dataset()
+        referenced_series.SeriesInstanceUID = source.SeriesInstanceUID
+        dataset.ReferencedSeriesSequence = [referenced_series]
     dataset.DerivationDescription = series_description
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
