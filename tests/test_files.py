@@ -48,21 +48,21 @@ def test_a_full_disk_at_the_rename_keeps_the_previous_file(tmp_path, monkeypatch
 
 def test_a_full_disk_while_writing_removes_the_partial_temporary_file(tmp_path):
     path = tmp_path / "config.yaml"
-    with pytest.raises(WriteError, match=r"config\.yaml: could not write it \(No space"):
-        with files.atomic_path(path) as temporary:
-            with open(temporary, "w") as f:
-                f.write("half of a con")
-            _full_disk()
+    with pytest.raises(
+        WriteError, match=r"config\.yaml: could not write it \(No space"
+    ), files.atomic_path(path) as temporary:
+        with open(temporary, "w") as f:
+            f.write("half of a con")
+        _full_disk()
     assert os.listdir(tmp_path) == []  # no previous file: no "intact" claim either
 
 
 def test_other_errors_pass_through_after_the_clean_up(tmp_path):
     path = tmp_path / "figure.png"
     path.write_bytes(b"old")
-    with pytest.raises(KeyError):
-        with files.atomic_path(path) as temporary:
-            open(temporary, "wb").close()
-            raise KeyError("a bug, not a write failure")
+    with pytest.raises(KeyError), files.atomic_path(path) as temporary:
+        open(temporary, "wb").close()
+        raise KeyError("a bug, not a write failure")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["figure.png"]
 
