@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import scipy.ndimage
 
-from medjax import viz  # noqa: F401  (the one backend setting, before pyplot)
+from medjax import viz  # noqa: F401
 from medjax.data.io.volume import PathLike, format_error
 
 
