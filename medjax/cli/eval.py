@@ -7,11 +7,12 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from medjax import files
 from medjax.cli.common import (
     CONFIG_PATH, fail, quote_path_arguments, start_from_run,
 )
-from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import MedjaxError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
@@ -29,12 +30,10 @@ def _eval(cfg: DictConfig) -> None:
             split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
             best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
         )
-    except (ConfigError, FileNotFoundError) as error:
+        path = os.path.join(run_dir, "eval.json")
+        files.write_json(path, result)
+    except (FileNotFoundError, MedjaxError) as error:
         fail("medjax-eval", error)
-    path = os.path.join(run_dir, "eval.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
 

@@ -1,6 +1,5 @@
 """``medjax-train``: compose a run, build it, train it."""
 
-import json
 import os
 import shlex
 import sys
@@ -9,9 +8,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from medjax import files
 from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
 from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import MedjaxError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
@@ -30,7 +31,8 @@ def _train(cfg: DictConfig) -> float | None:
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = run.task.primary_metric
     os.makedirs(run_dir, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
+    with files.atomic_path(os.path.join(run_dir, "config.yaml")) as temporary:
+        OmegaConf.save(OmegaConf.create(resolved), temporary)
     trainer = dict(resolved["trainer"])
     initialize = run.initialize
     if initialize is not None:
@@ -41,7 +43,7 @@ def _train(cfg: DictConfig) -> float | None:
             augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
             initialize=initialize, **trainer,
         )
-    except ConfigError as error:  # raised by the loop's checks, before compiling
+    except MedjaxError as error:  # the loop's checks; a damaged log; a failed write
         fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -84,9 +86,7 @@ def _reporting_transfer(initialize, run_dir: str):
 
     def load(state):
         state = initialize(state)
-        with open(os.path.join(run_dir, "transfer.json"), "w") as f:
-            json.dump(initialize.report, f, indent=2)
-            f.write("\n")
+        files.write_json(os.path.join(run_dir, "transfer.json"), initialize.report)
         return state
 
     return load
