@@ -12,6 +12,7 @@ from medjax.cli.common import (
 )
 from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import RunDirectoryError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="eval")
@@ -29,7 +30,7 @@ def _eval(cfg: DictConfig) -> None:
             split=cfg.split, checkpoint=cfg.checkpoint, seed=train_cfg.seed,
             best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
         )
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, FileNotFoundError, RunDirectoryError) as error:
         fail("medjax-eval", error)
     path = os.path.join(run_dir, "eval.json")
     with open(path, "w") as f:

@@ -11,16 +11,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
 from medjax.config.build import ConfigError
+from medjax.config.resume import IGNORED_KEYS, check_resume
 from medjax.config.run import build_run
+from medjax.errors import RunDirectoryError, WriteError
+from medjax.files import write_text
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
 def _train(cfg: DictConfig) -> float | None:
+    from medjax.engine import run_lock
     from medjax.engine.loop import train  # imports JAX: keep --help fast
 
     quiet_libraries()
     compilation_cache(cfg)
-    run_dir = HydraConfig.get().runtime.output_dir
+    hydra_config = HydraConfig.get()
+    run_dir = hydra_config.runtime.output_dir
     try:
         run = build_run(cfg)
     except ConfigError as error:
@@ -29,19 +34,26 @@ def _train(cfg: DictConfig) -> float | None:
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = run.task.primary_metric
-    os.makedirs(run_dir, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
     trainer = dict(resolved["trainer"])
     initialize = run.initialize
     if initialize is not None:
         initialize = _reporting_transfer(initialize, run_dir)
+    # What Hydra leaves out of the directory's name may change on resuming.
+    ignored = set(IGNORED_KEYS) | set(hydra_config.job.config.override_dirname.exclude_keys)
     try:
-        summary = train(
-            task=run.task, model=run.model, tx=run.tx, data=run.data,
-            augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
-            initialize=initialize, **trainer,
-        )
-    except ConfigError as error:  # raised by the loop's checks, before compiling
+        # The lock first, then the comparison with what the directory holds,
+        # and only then a write: a refused run changes nothing there.
+        with run_lock.holding(run_dir):
+            check_resume(run_dir, resolved, ignored)
+            write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(resolved))
+            summary = train(
+                task=run.task, model=run.model, tx=run.tx, data=run.data,
+                augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
+                initialize=initialize, **trainer,
+            )
+    # ConfigError: the loop's checks, before compiling. RunDirectoryError: the
+    # lock, a changed config, unreadable checkpoints. WriteError: config.yaml.
+    except (ConfigError, RunDirectoryError, WriteError) as error:
         fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
