@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import sys
 from typing import Any
 
 import jax
@@ -154,6 +155,7 @@ class Checkpoints:
         try:
             return self._restore(template, step)
         except UNREADABLE as error:
+            _drop_abandoned_read_noise()
             raise RunDirectoryError(
                 f"{self.directory}/{step}: unreadable checkpoint ({_first_line(error)})"
             ) from error
@@ -182,6 +184,7 @@ class Checkpoints:
             try:
                 state = self._restore(template, step)
             except UNREADABLE as error:
+                _drop_abandoned_read_noise()
                 failures[step] = _first_line(error)
                 continue
             for bad, reason in failures.items():
@@ -248,6 +251,25 @@ def _unreadable_metrics(directory: str) -> dict[int, str]:
         except (OSError, ValueError) as error:
             damaged[int(name)] = f"metrics: {_first_line(error)}"
     return damaged
+
+
+def _drop_abandoned_read_noise() -> None:
+    """After a failed restore, tensorstore still completes the reads Orbax gave
+    up on, and their callbacks find Orbax's event loop closed: each prints an
+    ``Event loop is closed`` traceback (dozens) through ``sys.unraisablehook``.
+    From then on this process drops exactly those; anything else goes on to
+    the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
 
 
 def _first_line(error: BaseException, limit: int = 300) -> str:

@@ -101,14 +101,18 @@ def test_equal_best_values_name_the_step_orbax_keeps(tmp_path):
 def test_a_save_cut_short_is_never_the_latest(tmp_path):
     save_run(tmp_path, {2: 0.5, 4: 0.6})
     directory = tmp_path / "checkpoints"
-    # What a kill during Orbax's save leaves: the step under its temporary name,
-    # renamed to "4" only once complete.
-    os.rename(directory / "4", directory / "4.orbax-checkpoint-tmp-1764000000")
+    # What a kill -9 during Orbax's save leaves (checked with a 320 MB save):
+    # the step under its temporary name, renamed to "4" only once complete.
+    os.rename(directory / "4", directory / "4.orbax-checkpoint-tmp")
     checkpoints = Checkpoints(str(directory), best_metric="auroc")
     assert checkpoints.latest_step() == 2 and checkpoints.best_step() == 2
     state, step = checkpoints.restore_for_resume(TEMPLATE)
-    checkpoints.close()
     assert step == 2 and float(state.params["w"][0]) == 2.0
+    checkpoints.save(state_at(4), {"seed": 0}, metrics={"auroc": 0.6})  # saved again
+    checkpoints.wait()
+    assert checkpoints.steps() == [2, 4]
+    checkpoints.close()
+    assert sorted(os.listdir(directory)) == ["2", "4"]
 
 
 def _truncate_data(step_dir):
