@@ -39,13 +39,15 @@ def _train(cfg: DictConfig) -> float | None:
     if initialize is not None:
         initialize = _reporting_transfer(initialize, run_dir)
     # What Hydra leaves out of the directory's name may change on resuming.
-    ignored = set(IGNORED_KEYS) | set(hydra_config.job.config.override_dirname.exclude_keys)
+    excluded = hydra_config.job.config.override_dirname.exclude_keys
+    ignored = set(IGNORED_KEYS) | set(excluded)
     try:
         # The lock first, then the comparison with what the directory holds,
         # and only then a write: a refused run changes nothing there.
         with run_lock.holding(run_dir):
             check_resume(run_dir, resolved, ignored)
-            write_text(os.path.join(run_dir, "config.yaml"), OmegaConf.to_yaml(resolved))
+            config_path = os.path.join(run_dir, "config.yaml")
+            write_text(config_path, OmegaConf.to_yaml(resolved))
             summary = train(
                 task=run.task, model=run.model, tx=run.tx, data=run.data,
                 augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,

@@ -55,7 +55,9 @@ def _ignored(key: str, ignored: Iterable[str]) -> bool:
 
 
 def _show(value: Any) -> str:
-    return "(absent)" if value is _ABSENT else repr(value) if isinstance(value, str) else str(value)
+    if value is _ABSENT:
+        return "(absent)"
+    return repr(value) if isinstance(value, str) else str(value)
 
 
 def differences(

@@ -69,9 +69,13 @@ class Checkpoints:
         self.set_aside: dict[int, str] = {}  # step -> why it could not be read
         damaged = _unreadable_metrics(self.directory)
         if damaged:
-            if not set_aside_unreadable or len(damaged) == len(_step_names(self.directory)):
+            if not set_aside_unreadable or len(damaged) == len(
+                _step_names(self.directory)
+            ):
                 step, reason = max(damaged.items())
-                raise RunDirectoryError(f"{self.directory}/{step}: unreadable checkpoint ({reason})")
+                raise RunDirectoryError(
+                    f"{self.directory}/{step}: unreadable checkpoint ({reason})"
+                )
             for step, reason in damaged.items():
                 self._set_aside(step, reason)
         keep: list[policies.PreservationPolicy] = [policies.LatestN(n=keep_last)]
@@ -265,7 +269,10 @@ def _drop_abandoned_read_noise() -> None:
 
     def hook(unraisable):
         error = unraisable.exc_value
-        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+        closed_loop = isinstance(error, RuntimeError) and (
+            str(error) == "Event loop is closed"
+        )
+        if not closed_loop:
             previous(unraisable)
 
     hook.drops_abandoned_reads = True

@@ -211,8 +211,8 @@ def test_resuming_with_another_learning_rate_is_refused_and_changes_nothing(
 ):
     with open(os.path.join(run_dir, "config.yaml"), "rb") as f:
         stored = f.read()
-    result = medjax("medjax-train", *TINY, "optim.lr=0.01", f"hydra.run.dir='{run_dir}'",
-                    data_dir=data_dir, cwd=tmp_path)
+    result = medjax("medjax-train", *TINY, "optim.lr=0.01",
+                    f"hydra.run.dir='{run_dir}'", data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert line.startswith(f"medjax-train: error: {run_dir}: holds a run trained with "

@@ -39,7 +39,9 @@ def test_flatten_gives_dotted_keys_and_keeps_lists_whole():
 
 
 def test_what_is_learned_differs_key_by_key():
-    new = changed(STORED, optim__lr=0.01, model__features=16, data__batch_size=4, seed=1)
+    new = changed(
+        STORED, optim__lr=0.01, model__features=16, data__batch_size=4, seed=1
+    )
     assert differences(STORED, new) == [
         "data.batch_size: 8 -> 4",
         "model.features: 8 -> 16",

@@ -48,7 +48,9 @@ def test_a_live_holder_makes_a_second_process_refuse_naming_it(tmp_path, holder)
     assert str(tmp_path / "run.lock") not in run_lock._held
 
 
-def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, holder, caplog):
+def test_the_lock_of_a_killed_process_is_taken_over_with_a_warning(
+    tmp_path, holder, caplog
+):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     with caplog.at_level(logging.WARNING, logger="medjax.engine.run_lock"):
@@ -87,7 +89,9 @@ def test_the_decorated_function_runs_holding_its_run_dir(tmp_path):
 
 def _locked_elsewhere(run_dir: str) -> bool:
     """Whether another process fails to take ``run_dir``'s lock."""
-    probe = "import sys; from medjax.engine import run_lock; run_lock.acquire(sys.argv[1])"
+    probe = (
+        "import sys; from medjax.engine import run_lock; run_lock.acquire(sys.argv[1])"
+    )
     result = subprocess.run(
         [sys.executable, "-c", probe, run_dir], capture_output=True, text=True,
         env=dict(os.environ, PYTHONPATH=os.getcwd()),
