@@ -197,6 +197,7 @@ def test_a_signal_saves_the_current_step_and_the_run_resumes(data_dir, tmp_path)
     checkpoints = Checkpoints(str(run_dir / "checkpoints"))
     assert checkpoints.latest_step() == stopped
     checkpoints.close()
+    assert (run_dir / "run.lock").read_text() == ""  # released: no stale owner left
     resumed = subprocess.run(command[:-4] + [f"trainer.max_steps={stopped + 2}", command[-1]],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
