@@ -66,7 +66,8 @@ class Checkpoints:
         self.directory = os.path.abspath(directory)
         self.best_metric = best_metric
         self.best_mode = best_mode
-        self.set_aside: dict[int, str] = {}  # step -> why it could not be read
+        # Steps renamed to <step>.unreadable: {step: why it could not be read}.
+        self.set_aside_steps: dict[int, str] = {}
         damaged = _unreadable_metrics(self.directory)
         if damaged:
             if not set_aside_unreadable or len(damaged) == len(
@@ -195,13 +196,14 @@ class Checkpoints:
                 self._set_aside(bad, reason)
             if failures:
                 self.manager.reload()
-            if self.set_aside:
-                bad = sorted(self.set_aside)
+            if self.set_aside_steps:
+                bad = sorted(self.set_aside_steps)
                 logger.warning(
                     "medjax: checkpoint step %s in %s cannot be read (%s); resuming "
                     "from step %d instead (the unreadable one kept as %s)",
-                    ", ".join(map(str, bad)), self.directory, self.set_aside[bad[-1]],
-                    step, ", ".join(f"{s}{UNREADABLE_SUFFIX}" for s in bad),
+                    ", ".join(map(str, bad)), self.directory,
+                    self.set_aside_steps[bad[-1]], step,
+                    ", ".join(f"{s}{UNREADABLE_SUFFIX}" for s in bad),
                 )
             return state, step
         if failures:
@@ -231,7 +233,7 @@ class Checkpoints:
         while os.path.exists(target):
             target, count = f"{source}{UNREADABLE_SUFFIX}-{count}", count + 1
         os.rename(source, target)
-        self.set_aside[step] = reason
+        self.set_aside_steps[step] = reason
 
 
 def _step_names(directory: str) -> list[str]:
