@@ -11,17 +11,20 @@ from omegaconf import DictConfig, OmegaConf
 from medjax import files
 from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
 from medjax.config.build import ConfigError
+from medjax.config.resume import IGNORED_KEYS, check_resume
 from medjax.config.run import build_run
 from medjax.errors import MedjaxError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
 def _train(cfg: DictConfig) -> float | None:
+    from medjax.engine import run_lock
     from medjax.engine.loop import train  # imports JAX: keep --help fast
 
     quiet_libraries()
     compilation_cache(cfg)
-    run_dir = HydraConfig.get().runtime.output_dir
+    hydra_config = HydraConfig.get()
+    run_dir = hydra_config.runtime.output_dir
     try:
         run = build_run(cfg)
     except ConfigError as error:
@@ -30,20 +33,28 @@ def _train(cfg: DictConfig) -> float | None:
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = run.task.primary_metric
-    os.makedirs(run_dir, exist_ok=True)
-    with files.atomic_path(os.path.join(run_dir, "config.yaml")) as temporary:
-        OmegaConf.save(OmegaConf.create(resolved), temporary)
     trainer = dict(resolved["trainer"])
     initialize = run.initialize
     if initialize is not None:
         initialize = _reporting_transfer(initialize, run_dir)
+    # What Hydra leaves out of the directory's name may change on resuming.
+    excluded = hydra_config.job.config.override_dirname.exclude_keys
+    ignored = set(IGNORED_KEYS) | set(excluded)
     try:
-        summary = train(
-            task=run.task, model=run.model, tx=run.tx, data=run.data,
-            augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
-            initialize=initialize, **trainer,
-        )
-    except MedjaxError as error:  # the loop's checks; a damaged log; a failed write
+        # The lock first, then the comparison with what the directory holds,
+        # and only then a write: a refused run changes nothing there.
+        with run_lock.holding(run_dir):
+            check_resume(run_dir, resolved, ignored)
+            config_path = os.path.join(run_dir, "config.yaml")
+            files.write_text(config_path, OmegaConf.to_yaml(resolved))
+            summary = train(
+                task=run.task, model=run.model, tx=run.tx, data=run.data,
+                augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
+                initialize=initialize, **trainer,
+            )
+    # The loop's checks (before compiling), the lock, a changed config,
+    # unreadable checkpoints, a damaged log, a failed write.
+    except MedjaxError as error:
         fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
