@@ -1,13 +1,22 @@
 """Shared by the command-line programs: one-line failures, quiet libraries,
 the compilation cache, a run directory's saved config, path arguments."""
 
+import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from medjax.config import CONFIG_PATH  # noqa: F401  (the programs' config_path)
+from medjax.errors import ConfigError, MedjaxError, RunDirectoryError
+
+#: The groups every config.yaml that medjax-train writes holds.
+RUN_CONFIG_KEYS = ("task", "model", "data", "optim", "trainer")
 
 
 def quiet_libraries() -> None:
@@ -17,7 +26,54 @@ def quiet_libraries() -> None:
 
 
 def fail(program: str, error: Exception) -> None:
-    sys.exit(f"{program}: error: {error}")
+    """Ends the program with ``"<program>: error: <message>"`` on one line of
+    stderr and exit status 1."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    sys.exit(f"{program}: error: {message}")
+
+
+def reports_errors(program: str) -> Callable[[Callable], Callable]:
+    """Decorates a program's Hydra task function (below ``@hydra.main``): a
+    ``MedjaxError`` (a user's mistake or an unusable input) and a ``???`` value
+    left unset end the program with one line (see ``fail``); anything else is a
+    bug and keeps its traceback."""
+
+    def decorate(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+        @functools.wraps(function)
+        def run(cfg: DictConfig) -> Any:
+            try:
+                return function(cfg)
+            except MedjaxError as error:
+                fail(program, error)
+            except MissingMandatoryValue as error:
+                # a mandatory option (``input: ???``) not given on the command line
+                key = error.full_key or "a mandatory option"
+                fail(program, ConfigError(f"{key}: missing; give {key}=VALUE"))
+
+        return run
+
+    return decorate
+
+
+def require_run_dir(program: str, argv: list[str]) -> None:
+    """Before Hydra starts (its ``hydra.run.dir`` is the run directory, which it
+    would create): ``run_dir=DIR`` must be given and be a directory.
+
+    Args:
+        program: the program's name, for the error line.
+        argv: the command-line arguments after the program's name.
+    """
+    if any(arg.startswith("-") for arg in argv):  # --help, --cfg, -m: Hydra's
+        return
+    values = [arg.split("=", 1)[1] for arg in argv if arg.lstrip("+~").startswith("run_dir=")]
+    if not values:
+        fail(program, ConfigError(
+            "run_dir: missing; give run_dir=DIR, the directory of a medjax-train run"
+        ))
+    run_dir = values[-1].strip("'\"")
+    if not os.path.isdir(run_dir):
+        problem = "not a directory" if os.path.exists(run_dir) else "no such directory"
+        fail(program, RunDirectoryError(f"run_dir={run_dir}: {problem}"))
 
 
 def compilation_cache(cfg: DictConfig) -> None:
@@ -28,13 +84,34 @@ def compilation_cache(cfg: DictConfig) -> None:
 
 
 def run_config(program: str, run_dir: str) -> DictConfig:
-    """The resolved config a medjax-train run saved in ``run_dir``."""
+    """The resolved config a medjax-train run saved in ``run_dir``.
+
+    Raises:
+        RunDirectoryError: no config.yaml, or one that is not readable YAML or
+            not a medjax-train config (e.g. truncated, or another tool's).
+    """
     config_path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(config_path):
-        fail(program, FileNotFoundError(
+    if not os.path.isfile(config_path):
+        raise RunDirectoryError(
             f"run_dir={run_dir}: no config.yaml (not a medjax run directory)"
-        ))
-    return OmegaConf.load(config_path)
+        )
+    try:
+        config = OmegaConf.load(config_path)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        problem = " ".join(str(error).split())
+        raise RunDirectoryError(
+            f"{config_path}: not readable YAML ({problem}); damaged?"
+        ) from None
+    missing = [
+        key for key in RUN_CONFIG_KEYS
+        if not isinstance(config, DictConfig) or not isinstance(config.get(key), DictConfig)
+    ]
+    if missing:
+        raise RunDirectoryError(
+            f"{config_path}: not the config of a medjax-train run (no "
+            f"{', '.join(missing)}); damaged, or another tool's?"
+        )
+    return config
 
 
 def quote_path_arguments(argv: list[str], keys=("run_dir", "data_dir")) -> list[str]:

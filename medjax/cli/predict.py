@@ -12,13 +12,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from medjax.cli.common import (
-    CONFIG_PATH, fail, quote_path_arguments, start_from_run,
+    CONFIG_PATH, quote_path_arguments, reports_errors, require_run_dir, start_from_run,
 )
 from medjax.config.build import ConfigError
 from medjax.config.run import build_run
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="predict")
+@reports_errors("medjax-predict")
 def _predict(cfg: DictConfig) -> None:
     from medjax.data import io
     from medjax.data import schema as roles
@@ -26,28 +27,25 @@ def _predict(cfg: DictConfig) -> None:
 
     run_dir = cfg.run_dir
     train_cfg = start_from_run("medjax-predict", cfg)
-    try:
-        task, model, tx, data, *_ = build_run(train_cfg)
-        role = task.prediction_role()
-        if role is None:
-            raise ConfigError(
-                f"run_dir={run_dir}: this run's task ({type(task).__name__}) writes "
-                "no prediction files"
-            )
-        if role != roles.LABEL_MAP:
-            raise ConfigError(
-                f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
-                f"task predicts a {role}"
-            )
-        volume = io.load_image(cfg.input)
-        segmenter = load_segmenter(
-            task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
-            best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+    task, model, tx, data, *_ = build_run(train_cfg)
+    role = task.prediction_role()
+    if role is None:
+        raise ConfigError(
+            f"run_dir={run_dir}: this run's task ({type(task).__name__}) writes "
+            "no prediction files"
         )
-        labels = segmenter(volume)
-        written = io.save_like(labels, volume, cfg.output)
-    except (ConfigError, FileNotFoundError, io.ImageFormatError) as error:
-        fail("medjax-predict", error)
+    if role != roles.LABEL_MAP:
+        raise ConfigError(
+            f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
+            f"task predicts a {role}"
+        )
+    volume = io.load_image(cfg.input)
+    segmenter = load_segmenter(
+        task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
+        best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+    )
+    labels = segmenter(volume)
+    written = io.save_like(labels, volume, cfg.output)
     overlay = cfg.overlay or _overlay_path(str(cfg.output))
     write_overlay(volume, labels, overlay, segmenter.normalize)
     counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
@@ -66,6 +64,7 @@ def _overlay_path(output: str) -> str:
 
 
 def main() -> None:
+    require_run_dir("medjax-predict", sys.argv[1:])
     sys.argv[1:] = quote_path_arguments(
         sys.argv[1:], keys=("run_dir", "input", "output", "overlay")
     )

@@ -9,22 +9,21 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
-from medjax.config.build import ConfigError
+from medjax.cli.common import (
+    CONFIG_PATH, compilation_cache, quiet_libraries, reports_errors,
+)
 from medjax.config.run import build_run
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
+@reports_errors("medjax-train")
 def _train(cfg: DictConfig) -> float | None:
     from medjax.engine.loop import train  # imports JAX: keep --help fast
 
     quiet_libraries()
     compilation_cache(cfg)
     run_dir = HydraConfig.get().runtime.output_dir
-    try:
-        run = build_run(cfg)
-    except ConfigError as error:
-        fail("medjax-train", error)
+    run = build_run(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
@@ -41,8 +40,6 @@ def _train(cfg: DictConfig) -> float | None:
             augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
             initialize=initialize, **trainer,
         )
-    except ConfigError as error:  # raised by the loop's checks, before compiling
-        fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
     if summary["interrupted"]:
