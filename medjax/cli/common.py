@@ -9,11 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 import yaml
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from medjax.config import CONFIG_PATH  # noqa: F401  (the programs' config_path)
-from medjax.errors import ConfigError, MedjaxError, RunDirectoryError
+from medjax.errors import ConfigError, MedjaxError, RunDirectoryError, WriteError
 
 #: The groups every config.yaml that medjax-train writes holds.
 RUN_CONFIG_KEYS = ("task", "model", "data", "optim", "trainer")
@@ -41,18 +42,52 @@ def reports_errors(program: str) -> Callable[[Callable], Callable]:
     def decorate(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         @functools.wraps(function)
         def run(cfg: DictConfig) -> Any:
+            missing = sorted(OmegaConf.missing_keys(cfg))
+            if missing:  # mandatory options (``input: ???``) not given
+                fail(program, ConfigError(
+                    f"missing {', '.join(missing)}; give "
+                    + " ".join(f"{key}=VALUE" for key in missing)
+                ))
             try:
                 return function(cfg)
             except MedjaxError as error:
                 fail(program, error)
             except MissingMandatoryValue as error:
-                # a mandatory option (``input: ???``) not given on the command line
+                # one reached through an interpolation
                 key = error.full_key or "a mandatory option"
                 fail(program, ConfigError(f"{key}: missing; give {key}=VALUE"))
 
         return run
 
     return decorate
+
+
+class CheckRunDirectory(Callback):
+    """A Hydra callback (``hydra.callbacks`` in train.yaml): the run directory
+    must be one this process can create and write, checked before Hydra makes it
+    (where a failure would end in Hydra's traceback)."""
+
+    def __init__(self, program: str):
+        self.program = program
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(str(config.hydra.run.dir), "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+
+    def _check(self, directory: str, option: str) -> None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            fail(self.program, WriteError(
+                f"{option}={directory}: cannot create the run directory ({reason})"
+            ))
+        if not os.access(directory, os.W_OK):
+            fail(self.program, WriteError(
+                f"{option}={directory}: the run directory is not writable"
+            ))
 
 
 def require_run_dir(program: str, argv: list[str]) -> None:

@@ -13,7 +13,7 @@ from medjax.engine import sharding
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.state import TrainState, init_state
 from medjax.engine.step import compile_steps
-from medjax.errors import ConfigError
+from medjax.errors import ConfigError, RunDirectoryError
 
 
 def configured(task, data: Dataset):
@@ -78,7 +78,7 @@ def restore_checkpoint(
                 f"{list(checkpoints.manager.all_steps())}"
             )
     if step is None:
-        raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints to restore")
+        raise RunDirectoryError(f"run_dir={run_dir}: no checkpoints to restore")
     state = checkpoints.restore(state, step)
     checkpoints.close()
     return state, step
