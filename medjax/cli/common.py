@@ -33,6 +33,21 @@ def fail(program: str, error: Exception) -> None:
     sys.exit(f"{program}: error: {message}")
 
 
+def unset_options(node: DictConfig, prefix: str = "") -> list[str]:
+    """The dotted keys left ``???`` in ``node``; interpolations are not
+    resolved (that is the task function's business, with its own errors)."""
+    unset = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            unset.append(path)
+        elif not OmegaConf.is_interpolation(node, key):
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                unset += unset_options(child, f"{path}.")
+    return unset
+
+
 def reports_errors(program: str) -> Callable[[Callable], Callable]:
     """Decorates a program's Hydra task function (below ``@hydra.main``): a
     ``MedjaxError`` (a user's mistake or an unusable input) and a ``???`` value
@@ -42,7 +57,7 @@ def reports_errors(program: str) -> Callable[[Callable], Callable]:
     def decorate(function: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         @functools.wraps(function)
         def run(cfg: DictConfig) -> Any:
-            missing = sorted(OmegaConf.missing_keys(cfg))
+            missing = unset_options(cfg)
             if missing:  # mandatory options (``input: ???``) not given
                 fail(program, ConfigError(
                     f"missing {', '.join(missing)}; give "

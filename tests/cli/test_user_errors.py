@@ -242,6 +242,8 @@ CASES = [
      ["{npz_damaged}/pneumoniamnist.npz", "train_images"]),
     ("decathlon_missing_root", "train",
      ["task=segmentation", "data=decathlon", "data.root={missing}"], ["{missing}/dataset.json"]),
+    ("decathlon_no_root", "train", ["task=segmentation", "data=decathlon"],
+     ["missing data.root; give data.root=VALUE"]),
     ("decathlon_bad_json", "train",
      ["task=segmentation", "data=decathlon", "data.root={decathlon_bad_json}"],
      ["{decathlon_bad_json}/dataset.json", "JSON"]),
