@@ -7,6 +7,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from medjax import files
 from medjax.cli.common import (
     CONFIG_PATH, quote_path_arguments, reports_errors, require_run_dir, start_from_run,
 )
@@ -29,9 +30,7 @@ def _eval(cfg: DictConfig) -> None:
         best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
     )
     path = os.path.join(run_dir, "eval.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
+    files.write_json(path, result)
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
 

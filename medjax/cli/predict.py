@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 from medjax.cli.common import (
     CONFIG_PATH, quote_path_arguments, reports_errors, require_run_dir, start_from_run,
 )
-from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import ConfigError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="predict")
@@ -23,10 +23,11 @@ from medjax.config.run import build_run
 def _predict(cfg: DictConfig) -> None:
     from medjax.data import io
     from medjax.data import schema as roles
-    from medjax.inferers.segmentation import load_segmenter, write_overlay
+    from medjax.inferers import segmentation
 
     run_dir = cfg.run_dir
     train_cfg = start_from_run("medjax-predict", cfg)
+    overlay = cfg.overlay or _overlay_path(str(cfg.output))
     task, model, tx, data, *_ = build_run(train_cfg)
     role = task.prediction_role()
     if role is None:
@@ -39,16 +40,17 @@ def _predict(cfg: DictConfig) -> None:
             f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
             f"task predicts a {role}"
         )
+    # The input is read before the model is restored: a bad file is one line
+    # before anything is compiled.
     volume = io.load_image(cfg.input)
-    segmenter = load_segmenter(
+    segmenter = segmentation.load_segmenter(
         task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
         best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
     )
-    labels = segmenter(volume)
-    written = io.save_like(labels, volume, cfg.output)
-    overlay = cfg.overlay or _overlay_path(str(cfg.output))
-    write_overlay(volume, labels, overlay, segmenter.normalize)
+    _, labels, written = segmentation.segment_file(segmenter, volume, cfg.output, overlay)
     counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    # Paths and counts only: nothing read from the input's header (a DICOM
+    # series' patient name, ID or birth date) is printed.
     print(f"segmented {cfg.input} {tuple(labels.shape)} with step {segmenter.step} of {run_dir}")
     print(f"voxels per label: {counts}")
     print(f"wrote {written} and {overlay}")

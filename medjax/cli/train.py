@@ -1,6 +1,5 @@
 """``medjax-train``: compose a run, build it, train it."""
 
-import json
 import os
 import shlex
 import sys
@@ -9,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from medjax import files
 from medjax.cli.common import (
     CONFIG_PATH, compilation_cache, quiet_libraries, reports_errors,
 )
@@ -29,7 +29,8 @@ def _train(cfg: DictConfig) -> float | None:
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = run.task.primary_metric
     os.makedirs(run_dir, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
+    with files.atomic_path(os.path.join(run_dir, "config.yaml")) as temporary:
+        OmegaConf.save(OmegaConf.create(resolved), temporary)
     trainer = dict(resolved["trainer"])
     initialize = run.initialize
     if initialize is not None:
@@ -81,9 +82,7 @@ def _reporting_transfer(initialize, run_dir: str):
 
     def load(state):
         state = initialize(state)
-        with open(os.path.join(run_dir, "transfer.json"), "w") as f:
-            json.dump(initialize.report, f, indent=2)
-            f.write("\n")
+        files.write_json(os.path.join(run_dir, "transfer.json"), initialize.report)
         return state
 
     return load

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from medjax.data.io.volume import PathLike, Volume, format_error, one_line
+from medjax.files import atomic_path
 
 
 def is_nifti_path(path: PathLike) -> bool:
@@ -103,7 +104,11 @@ def save_nifti(
             codes) is copied; its scaling is dropped.
 
     Integer and bool arrays are stored as uint8 when they fit in 0..255, else int16
-    (int32 if they do not fit); floats as float32.
+    (int32 if they do not fit); floats as float32. The file is written under a
+    temporary name and renamed, so a failed write leaves a previous file intact.
+
+    Raises:
+        WriteError: the file could not be written (full disk, no permission).
     """
     import nibabel as nib
 
@@ -139,5 +144,8 @@ def save_nifti(
     image.set_qform(affine, code=qform_code)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, os.fspath(path))
+    # Through a temporary name that ends like ``path`` (nibabel picks .nii.gz
+    # compression from it): a failed write keeps the previous file.
+    with atomic_path(path) as temporary:
+        nib.save(image, temporary)
     return path

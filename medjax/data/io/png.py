@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medjax.data.io.volume import PathLike, Volume, format_error, one_line
+from medjax.files import atomic_path
 
 
 def load_png(path: PathLike) -> Volume:
@@ -49,11 +50,17 @@ def _uint8_labels(mask: np.ndarray, path: PathLike) -> np.ndarray:
 
 
 def save_png_mask(mask: np.ndarray, path: PathLike) -> Path:
-    """Writes a 2D label map ``[H, W]`` (values 0..255) as an 8-bit gray PNG."""
+    """Writes a 2D label map ``[H, W]`` (values 0..255) as an 8-bit gray PNG,
+    under a temporary name then renamed (a failed write keeps a previous file).
+
+    Raises:
+        WriteError: the file could not be written (full disk, no permission).
+    """
     from PIL import Image
 
     labels = _uint8_labels(mask, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels, mode="L").save(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(labels, mode="L").save(temporary, format="PNG")
     return path
