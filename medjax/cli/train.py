@@ -9,14 +9,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from medjax import files
-from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
-from medjax.config.build import ConfigError
+from medjax.cli.common import (
+    CONFIG_PATH, compilation_cache, quiet_libraries, reports_errors,
+)
 from medjax.config.resume import IGNORED_KEYS, check_resume
 from medjax.config.run import build_run
-from medjax.errors import MedjaxError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
+@reports_errors("medjax-train")
 def _train(cfg: DictConfig) -> float | None:
     from medjax.engine import run_lock
     from medjax.engine.loop import train  # imports JAX: keep --help fast
@@ -25,10 +26,7 @@ def _train(cfg: DictConfig) -> float | None:
     compilation_cache(cfg)
     hydra_config = HydraConfig.get()
     run_dir = hydra_config.runtime.output_dir
-    try:
-        run = build_run(cfg)
-    except ConfigError as error:
-        fail("medjax-train", error)
+    run = build_run(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
@@ -52,10 +50,6 @@ def _train(cfg: DictConfig) -> float | None:
                 augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
                 initialize=initialize, **trainer,
             )
-    # The loop's checks (before compiling), the lock, a changed config,
-    # unreadable checkpoints, a damaged log, a failed write.
-    except MedjaxError as error:
-        fail("medjax-train", error)
     except KeyboardInterrupt:
         sys.exit(130)
     if summary["interrupted"]:

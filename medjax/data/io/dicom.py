@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ SEGMENTATION_DESCRIPTION = "medjax segmentation"
 
 
 def read_dicom(path: Path, *, stop_before_pixels: bool = False):
+    """The dataset in ``path``; None when it is not DICOM at all.
+
+    Raises:
+        ImageFormatError: a DICOM file pydicom fails to parse (truncated or
+            damaged).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -33,7 +40,9 @@ def read_dicom(path: Path, *, stop_before_pixels: bool = False):
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         return None
-    except Exception as error:
+    except (OSError, EOFError, struct.error, ValueError, KeyError) as error:
+        # What pydicom's parser raises for a file cut short or with damaged
+        # element headers.
         raise format_error(path, f"unreadable DICOM file ({one_line(error)})") from None
 
 
@@ -200,7 +209,11 @@ def load_dicom_series(
     for file, dataset in files:
         try:
             pixels = dataset.pixel_array
-        except Exception as error:
+        except (ValueError, AttributeError, RuntimeError, struct.error) as error:
+            # pydicom's pixel decoders: too few bytes (truncated), a missing
+            # required element (AttributeError "Missing required element"), a
+            # compressed transfer syntax with no handler installed
+            # (NotImplementedError/RuntimeError).
             problem = f"cannot decode pixel data ({one_line(error)})"
             raise format_error(file, problem) from None
         if pixels.ndim != 2:

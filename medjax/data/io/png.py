@@ -23,6 +23,8 @@ def load_png(path: PathLike) -> Volume:
 
     if not os.path.exists(path):
         raise format_error(path, "no such file")
+    if os.path.isdir(path):
+        raise format_error(path, "a directory, not a PNG file")
     try:
         with Image.open(path) as image:
             if image.mode in ("L", "I;16", "I", "F"):
@@ -31,7 +33,7 @@ def load_png(path: PathLike) -> Volume:
                 array = np.array(image).astype(np.uint8)
             else:
                 array = np.array(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise format_error(
             path, f"not a readable PNG image ({one_line(error)})"
         ) from None
