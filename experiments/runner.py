@@ -51,8 +51,9 @@ def evaluate(run_dir: str, split: str = "test", checkpoint: str = "best") -> dic
 
 
 def validation_curve(run_dir: str, metric: str) -> tuple[list[int], list[float]]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
+    from medjax.engine.reporting import read_metrics  # drops a torn last line
+
+    records = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
     rows = [r for r in records if r["split"] == "validation"]
     return [r["step"] for r in rows], [r[metric] for r in rows]
 

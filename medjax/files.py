@@ -65,3 +65,52 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, content: Any) -> None:
     """``content`` as indented JSON with a final newline, written atomically."""
     write_text(path, json.dumps(content, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+    """Yields a new temporary directory beside ``path`` to fill with ``path``'s
+    new content (e.g. the files of a DICOM series). On success it takes
+    ``path``'s place: an existing ``path`` is first renamed aside, the new
+    directory renamed in, and only then the old one deleted, so until the new
+    directory is complete the old one stays where it was. If filling it fails
+    with an ``OSError`` the temporary directory is removed, ``path`` keeps its
+    previous content, and a ``WriteError`` names the path and the reason; any
+    other exception is re-raised as it is (after the clean-up).
+
+    POSIX renames a directory over an existing one only when that one is empty,
+    so the swap takes two renames; between them ``path`` is briefly absent (a
+    crash there leaves the old content under a hidden ``.old-*`` name beside it).
+    """
+    import shutil
+
+    path = os.fspath(path)
+    temporary = temporary_path(path)
+    try:
+        os.mkdir(temporary)
+        yield temporary
+        if os.path.lexists(path):
+            directory, name = os.path.split(os.path.abspath(path))
+            old = os.path.join(directory, f".old-{uuid.uuid4().hex[:8]}-{name}")
+            os.rename(path, old)
+            try:
+                os.rename(temporary, path)
+            except OSError:
+                os.rename(old, path)  # put the previous content back
+                raise
+            if os.path.isdir(old) and not os.path.islink(old):
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.remove(old)
+        else:
+            os.rename(temporary, path)
+    except OSError as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, WriteError):
+            raise
+        reason = error.strerror or str(error) or type(error).__name__
+        kept = "; the previous content is intact" if os.path.exists(path) else ""
+        raise WriteError(f"{path}: could not write it ({reason}){kept}") from error
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise

@@ -11,7 +11,6 @@ directory) to add its validation curves as a third panel.
 """
 
 import argparse
-import json
 import os
 import time
 from functools import partial
@@ -26,6 +25,7 @@ from sklearn.datasets import load_diabetes
 
 from medjax import metrics
 from medjax.engine.fit_arrays import fit_by_gradient_descent
+from medjax.engine.reporting import read_metrics
 from medjax.models import linear as regression
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,8 +135,7 @@ def main():
                 title="gradient descent converges to the closed form")
     axes[1].legend(fontsize=8)
     if args.mlp_run:
-        with open(os.path.join(args.mlp_run, "metrics.jsonl")) as f:
-            records = [json.loads(line) for line in f]
+        records = read_metrics(os.path.join(args.mlp_run, "metrics.jsonl"))
         validation = [r for r in records if r["split"] == "validation"]
         steps = [r["step"] for r in validation]
         for key in ("accuracy", "auroc"):

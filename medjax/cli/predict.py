@@ -12,45 +12,45 @@ import numpy as np
 from omegaconf import DictConfig
 
 from medjax.cli.common import (
-    CONFIG_PATH, fail, quote_path_arguments, start_from_run,
+    CONFIG_PATH, quote_path_arguments, reports_errors, require_run_dir, start_from_run,
 )
-from medjax.config.build import ConfigError
 from medjax.config.run import build_run
+from medjax.errors import ConfigError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="predict")
+@reports_errors("medjax-predict")
 def _predict(cfg: DictConfig) -> None:
     from medjax.data import io
     from medjax.data import schema as roles
-    from medjax.inferers.segmentation import load_segmenter, write_overlay
+    from medjax.inferers import segmentation
 
     run_dir = cfg.run_dir
     train_cfg = start_from_run("medjax-predict", cfg)
-    try:
-        task, model, tx, data, *_ = build_run(train_cfg)
-        role = task.prediction_role()
-        if role is None:
-            raise ConfigError(
-                f"run_dir={run_dir}: this run's task ({type(task).__name__}) writes "
-                "no prediction files"
-            )
-        if role != roles.LABEL_MAP:
-            raise ConfigError(
-                f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
-                f"task predicts a {role}"
-            )
-        volume = io.load_image(cfg.input)
-        segmenter = load_segmenter(
-            task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
-            best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
-        )
-        labels = segmenter(volume)
-        written = io.save_like(labels, volume, cfg.output)
-    except (ConfigError, FileNotFoundError, io.ImageFormatError) as error:
-        fail("medjax-predict", error)
     overlay = cfg.overlay or _overlay_path(str(cfg.output))
-    write_overlay(volume, labels, overlay, segmenter.normalize)
+    task, model, tx, data, *_ = build_run(train_cfg)
+    role = task.prediction_role()
+    if role is None:
+        raise ConfigError(
+            f"run_dir={run_dir}: this run's task ({type(task).__name__}) writes "
+            "no prediction files"
+        )
+    if role != roles.LABEL_MAP:
+        raise ConfigError(
+            f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
+            f"task predicts a {role}"
+        )
+    # The input is read before the model is restored: a bad file is one line
+    # before anything is compiled.
+    volume = io.load_image(cfg.input)
+    segmenter = segmentation.load_segmenter(
+        task, model, tx, data, run_dir, cfg.checkpoint, seed=train_cfg.seed,
+        best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+    )
+    _, labels, written = segmentation.segment_file(segmenter, volume, cfg.output, overlay)
     counts = {int(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+    # Paths and counts only: nothing read from the input's header (a DICOM
+    # series' patient name, ID or birth date) is printed.
     print(f"segmented {cfg.input} {tuple(labels.shape)} with step {segmenter.step} of {run_dir}")
     print(f"voxels per label: {counts}")
     print(f"wrote {written} and {overlay}")
@@ -66,6 +66,7 @@ def _overlay_path(output: str) -> str:
 
 
 def main() -> None:
+    require_run_dir("medjax-predict", sys.argv[1:])
     sys.argv[1:] = quote_path_arguments(
         sys.argv[1:], keys=("run_dir", "input", "output", "overlay")
     )

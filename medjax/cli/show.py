@@ -7,11 +7,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from medjax.cli.common import CONFIG_PATH, fail, quiet_libraries, quote_path_arguments
-from medjax.config.build import ConfigError, build
+from medjax.cli.common import (
+    CONFIG_PATH, fail, quiet_libraries, quote_path_arguments, reports_errors,
+)
+from medjax.config.build import build
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="show")
+@reports_errors("medjax-show")
 def _show(cfg: DictConfig) -> None:
     import jax
     import numpy as np
@@ -20,12 +23,9 @@ def _show(cfg: DictConfig) -> None:
     from medjax.viz.samples import augment_for_display, layout, sample_grid
 
     quiet_libraries()
-    try:
-        data = build(cfg.data, "data")
-        augment = build(cfg.augment, "augment") if cfg.get("augment") else None
-        source = data.source(cfg.split)
-    except ConfigError as error:
-        fail("medjax-show", error)
+    data = build(cfg.data, "data")
+    augment = build(cfg.augment, "augment") if cfg.get("augment") else None
+    source = data.source(cfg.split)
     count = min(int(cfg.num_examples), len(source))
     indices = np.random.default_rng(cfg.seed).choice(len(source), count, replace=False)
     record = source[int(indices[0])]

@@ -1,6 +1,5 @@
 """``medjax-train``: compose a run, build it, train it."""
 
-import json
 import os
 import shlex
 import sys
@@ -9,41 +8,48 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from medjax.cli.common import CONFIG_PATH, compilation_cache, fail, quiet_libraries
-from medjax.config.build import ConfigError
+from medjax import files
+from medjax.cli.common import (
+    CONFIG_PATH, compilation_cache, quiet_libraries, reports_errors,
+)
+from medjax.config.resume import IGNORED_KEYS, check_resume
 from medjax.config.run import build_run
-from medjax.errors import NonFiniteError
 
 
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
+@reports_errors("medjax-train")
 def _train(cfg: DictConfig) -> float | None:
+    from medjax.engine import run_lock
     from medjax.engine.loop import train  # imports JAX: keep --help fast
 
     quiet_libraries()
     compilation_cache(cfg)
-    run_dir = HydraConfig.get().runtime.output_dir
-    try:
-        run = build_run(cfg)
-    except ConfigError as error:
-        fail("medjax-train", error)
+    hydra_config = HydraConfig.get()
+    run_dir = hydra_config.runtime.output_dir
+    run = build_run(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = run.task.primary_metric
-    os.makedirs(run_dir, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), os.path.join(run_dir, "config.yaml"))
     trainer = dict(resolved["trainer"])
     initialize = run.initialize
     if initialize is not None:
         initialize = _reporting_transfer(initialize, run_dir)
+    # What Hydra leaves out of the directory's name may change on resuming.
+    excluded = hydra_config.job.config.override_dirname.exclude_keys
+    ignored = set(IGNORED_KEYS) | set(excluded)
     try:
-        summary = train(
-            task=run.task, model=run.model, tx=run.tx, data=run.data,
-            augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
-            initialize=initialize, **trainer,
-        )
-    except (ConfigError, NonFiniteError) as error:  # the loop's checks; a diverged run
-        fail("medjax-train", error)
+        # The lock first, then the comparison with what the directory holds,
+        # and only then a write: a refused run changes nothing there.
+        with run_lock.holding(run_dir):
+            check_resume(run_dir, resolved, ignored)
+            config_path = os.path.join(run_dir, "config.yaml")
+            files.write_text(config_path, OmegaConf.to_yaml(resolved))
+            summary = train(
+                task=run.task, model=run.model, tx=run.tx, data=run.data,
+                augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
+                initialize=initialize, **trainer,
+            )
     except KeyboardInterrupt:
         sys.exit(130)
     if summary["interrupted"]:
@@ -85,9 +91,7 @@ def _reporting_transfer(initialize, run_dir: str):
 
     def load(state):
         state = initialize(state)
-        with open(os.path.join(run_dir, "transfer.json"), "w") as f:
-            json.dump(initialize.report, f, indent=2)
-            f.write("\n")
+        files.write_json(os.path.join(run_dir, "transfer.json"), initialize.report)
         return state
 
     return load

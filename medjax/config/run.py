@@ -1,6 +1,7 @@
 """``build_run``: the plain objects of one composed ``medjax-train`` config."""
 
 import logging
+import os
 from typing import Any, Callable, NamedTuple
 
 from hydra.core.hydra_config import HydraConfig
@@ -30,6 +31,9 @@ def build_run(cfg: DictConfig) -> Run:
     The task comes back configured for the data (``Task.configure``)."""
     from medjax.engine.loop import check_trainer_options
 
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed: expected an integer, got {seed!r}")
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     check_trainer_options(**trainer)
     task = build(cfg.task, "task")
@@ -118,6 +122,11 @@ def _transfer(node, model, tx):
         raise ConfigError(
             f"transfer.mode={mode}: needs transfer.checkpoint (a run directory or one "
             "of its checkpoints/<step> directories)"
+        )
+    if not os.path.exists(os.path.expanduser(str(checkpoint))):
+        raise ConfigError(
+            f"transfer.checkpoint={checkpoint}: no such directory (expected a "
+            "medjax run directory or one of its checkpoints/<step> directories)"
         )
     # The model declares its backbone and stages (medjax.models.groups): frozen
     # stages also keep their normalisation statistics.

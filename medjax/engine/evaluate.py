@@ -13,7 +13,7 @@ from medjax.engine import sharding
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.state import TrainState, init_state
 from medjax.engine.step import compile_steps
-from medjax.errors import ConfigError
+from medjax.errors import ConfigError, RunDirectoryError
 
 
 def configured(task, data: Dataset):
@@ -61,26 +61,45 @@ def restore_checkpoint(
     best_metric: str | None = None, best_mode: str = "max",
 ) -> tuple[TrainState, int]:
     """``state`` (a template of the right structure) restored from checkpoint
-    ``best`` (by ``best_metric``), ``latest`` or a step number of ``run_dir``."""
+    ``best`` (by ``best_metric``; the latest when no saved step has a finite
+    value of it), ``latest`` or a step number of ``run_dir``.
+
+    The checkpoint asked for is the one evaluated: if it cannot be read this
+    fails rather than fall back to another step (resuming training falls back;
+    an evaluation must say which step its numbers are from).
+
+    Raises:
+        ConfigError: ``checkpoint`` names a step that is not saved.
+        RunDirectoryError: no checkpoints, or the one asked for is unreadable.
+    """
     checkpoints = Checkpoints(
         os.path.join(run_dir, "checkpoints"), best_metric=best_metric,
         best_mode=best_mode,
     )
-    if checkpoint == "best":
-        step = checkpoints.best_step()
-    elif checkpoint == "latest":
-        step = checkpoints.latest_step()
-    else:
-        step = int(checkpoint)
-        if step not in checkpoints.manager.all_steps():
-            raise ConfigError(
-                f"checkpoint={step}: not saved; saved steps are "
-                f"{list(checkpoints.manager.all_steps())}"
-            )
-    if step is None:
-        raise FileNotFoundError(f"run_dir={run_dir}: no checkpoints to restore")
-    state = checkpoints.restore(state, step)
-    checkpoints.close()
+    try:
+        saved = checkpoints.steps()
+        if checkpoint == "best":
+            step = checkpoints.best_step()
+        elif checkpoint == "latest":
+            step = checkpoints.latest_step()
+        else:
+            step = int(checkpoint)
+            if step not in saved:
+                raise ConfigError(
+                    f"checkpoint={step}: not saved; saved steps are {saved}"
+                )
+        if step is None:
+            raise RunDirectoryError(f"run_dir={run_dir}: no checkpoints to restore")
+        try:
+            state = checkpoints.restore(state, step)
+        except RunDirectoryError as error:
+            others = [s for s in saved if s != step]
+            raise RunDirectoryError(
+                f"checkpoint={checkpoint}: {error}"
+                + (f"; other saved steps: {others}" if others else "")
+            ) from error
+    finally:
+        checkpoints.close()
     return state, step
 
 

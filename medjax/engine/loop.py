@@ -20,6 +20,7 @@ from medjax.engine import reporting, sharding
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.evaluate import configured, evaluate
 from medjax.engine.nonfinite import NonFiniteGuard, split_means, stop_message
+from medjax.engine.run_lock import holds_run_dir
 from medjax.engine.state import TrainState, count_params, init_state
 from medjax.engine.step import compile_steps
 from medjax.errors import ConfigError, NonFiniteError
@@ -94,17 +95,19 @@ def _sample_weights(data: Dataset, task) -> np.ndarray | None:
     return data.sample_weights(labels[0])
 
 
-def _best(records, metric: str | None, mode: str) -> dict | None:
-    ranked = [
+def _best(records, step: int | None, metric: str | None) -> dict | None:
+    """The validation record of checkpoint ``step`` (the best one the
+    checkpoints keep), if its ``metric`` is a number: what ``summary.json``
+    names is then the step ``medjax-eval checkpoint=best`` evaluates."""
+    at_step = [
         r for r in records
-        if r["split"] == "validation" and metric and r.get(metric) is not None
+        if r["split"] == "validation" and r["step"] == step and metric
+        and r.get(metric) is not None
     ]
-    if not ranked:
-        return None
-    pick = max if mode == "max" else min
-    return pick(ranked, key=lambda r: r[metric])
+    return at_step[-1] if at_step else None
 
 
+@holds_run_dir  # one process trains in a run directory at a time
 def train(
     *,
     task,
@@ -143,6 +146,11 @@ def train(
     saved (``on_nonfinite="stop"``); ``"skip"`` drops such updates and counts
     them (``nonfinite_steps`` in the train records), stopping after
     ``max_nonfinite`` in a row (``medjax.engine.nonfinite``).
+    It holds ``run_dir/run.lock`` throughout (``medjax.engine.run_lock``): a
+    second process training in the same directory fails with a
+    ``RunDirectoryError`` naming the first. It resumes from the newest readable
+    checkpoint (warning about unreadable newer ones, which it sets aside); if
+    checkpoints exist but none can be read, it raises ``RunDirectoryError``.
     Returns the summary also written to ``summary.json``."""
     check_trainer_options(
         max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode,
@@ -162,12 +170,12 @@ def train(
     step_key = jax.random.fold_in(jax.random.key(seed), 1)
     checkpoints = Checkpoints(
         os.path.join(run_dir, "checkpoints"), keep_last=keep_checkpoints,
-        best_metric=best_metric, best_mode=best_mode,
+        best_metric=best_metric, best_mode=best_mode, set_aside_unreadable=True,
     )
-    start = checkpoints.latest_step() or 0
-    if start:
-        state = checkpoints.restore(state, start)
-    elif initialize is not None:
+    # The newest readable checkpoint; none readable over existing ones is an
+    # error, never a silent fresh start.
+    state, start = checkpoints.restore_for_resume(state)
+    if not start and initialize is not None:
         state = jax.device_put(initialize(state), sharding.replicated(mesh))
     log = reporting.MetricsLog(run_dir, resume_step=start)
     config = config or {}
@@ -268,7 +276,7 @@ def train(
         "max_steps": max_steps,
         "interrupted": interrupted,
         "final": final,
-        "best": _best(records, best_metric, best_mode),
+        "best": _best(records, checkpoints.ranked_best_step(), best_metric),
         "best_metric": best_metric,
         "best_checkpoint_step": checkpoints.best_step(),
         "train_images_per_second": None if math.isnan(images_per_second) else images_per_second,

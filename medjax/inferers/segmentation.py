@@ -170,3 +170,31 @@ def write_overlay(volume: io.Volume, labels: np.ndarray, path: str, normalize) -
         k = int(np.argmax((labels > 0).reshape(-1, labels.shape[-1]).sum(0)))
         image, labels = image[..., k], labels[..., k]
     overlay.save_overlay_png(image, labels, path)
+
+
+def segment_file(
+    segmenter: Segmenter, input_path: str | io.Volume, output_path: str, overlay_path: str
+) -> tuple[io.Volume, np.ndarray, str]:
+    """What ``medjax-predict`` does with one input: reads ``input_path`` (NIfTI,
+    PNG or a DICOM series; a Volume already read is used as it is), segments it with ``segmenter`` and writes the mask in
+    the input's format and geometry to ``output_path`` and the overlay PNG to
+    ``overlay_path`` (each atomically: a failed write keeps a previous file).
+
+    Returns:
+        The input volume, its label map ``[*S]`` (uint8, on the input's grid and in
+        its index order) and the path the mask was written to.
+
+    Raises:
+        ImageFormatError: an unreadable input or an output the mask cannot go to.
+        WriteError: an output could not be written.
+    """
+    # a Volume: the input already read (medjax-predict reads it before restoring
+    # the model, so a bad file fails before anything is compiled)
+    if isinstance(input_path, io.Volume):
+        volume = input_path
+    else:
+        volume = io.load_image(input_path)
+    labels = segmenter(volume)
+    written = io.save_like(labels, volume, output_path)
+    write_overlay(volume, labels, overlay_path, segmenter.normalize)
+    return volume, labels, str(written)

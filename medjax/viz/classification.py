@@ -1,20 +1,17 @@
 """Figures of classification results: a confusion matrix and ROC curves, drawn at
 each evaluation (``figures/<split>_step_<step>_confusion.png`` and ``_roc.png``)."""
 
-import os
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import sklearn.metrics
 
-import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
+import medjax.viz  # the one backend setting, and save_figure
 
 
 def _save(fig, path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    medjax.viz.save_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def plot_confusion_matrix(

@@ -1,13 +1,12 @@
 """Training curves: ``figures/curves.png``, one panel per metric (per family of
 per-class metrics), a line per split, against the step."""
 
-import os
 from collections import defaultdict
 from typing import Any
 
 import matplotlib.pyplot as plt
 
-import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
+import medjax.viz  # the one backend setting, and save_figure
 
 
 def _panels(names: list[str]) -> dict[str, list[str]]:
@@ -76,6 +75,4 @@ def plot_curves(records: list[dict[str, Any]], path: str) -> None:
     for ax in list(axes.flat)[len(titles) :]:
         ax.axis("off")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    medjax.viz.save_figure(fig, path, dpi=100)

@@ -1,11 +1,9 @@
 """Figures of generative models: grids of images, samples and reconstructions."""
 
-from medjax import viz  # noqa: F401
-
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
+
+from medjax import viz  # the one backend setting, and save_figure
 
 
 def save_image_grid(
@@ -30,6 +28,4 @@ def save_image_grid(
     if title:
         figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    viz.save_figure(figure, path, dpi=100)

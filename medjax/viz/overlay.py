@@ -11,6 +11,7 @@ import scipy.ndimage
 
 from medjax import viz  # noqa: F401
 from medjax.data.io.volume import PathLike, format_error
+from medjax.files import atomic_path
 
 
 def mask_edges(mask: np.ndarray) -> np.ndarray:
@@ -62,5 +63,6 @@ def save_overlay_png(
     rgb[mask_edges(mask2d)] = PREDICTION_COLOR
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb, mode="RGB").save(path)
+    with atomic_path(path) as temporary:  # a failed write keeps a previous file
+        Image.fromarray(rgb, mode="RGB").save(temporary, format="PNG")
     return path

@@ -1,12 +1,10 @@
 """Figures of reconstruction and anomaly detection: image, reconstruction and
 anomaly map per case; latent codes projected on two principal components."""
 
-from medjax import viz  # noqa: F401
-
-import os
-
 import matplotlib.pyplot as plt
 import numpy as np
+
+from medjax import viz  # the one backend setting, and save_figure
 
 
 def _axial(volume: np.ndarray, mask: np.ndarray | None) -> int:
@@ -58,9 +56,7 @@ def draw_anomaly_cases(
             )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    viz.save_figure(fig, path, dpi=100)
 
 
 def draw_projection(projection, labels, ratio, path: str, *, title: str = "") -> None:
@@ -76,6 +72,4 @@ def draw_projection(projection, labels, ratio, path: str, *, title: str = "") ->
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    viz.save_figure(fig, path, dpi=110)

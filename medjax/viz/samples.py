@@ -10,14 +10,13 @@ each panel's title.
 """
 
 import dataclasses
-import os
 
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
+import medjax.viz  # the one backend setting, and save_figure
 from medjax.data import schema as roles
 from medjax.viz.segmentation import draw_label_contours
 
@@ -215,6 +214,4 @@ def sample_grid(
         title += "\ntop: as stored; bottom: augmented"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    medjax.viz.save_figure(fig, path, dpi=110)

@@ -2,13 +2,12 @@
 the per-case figure of truth against prediction that segmentation runs write at
 each evaluation."""
 
-import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap
 
-import medjax.viz  # noqa: F401  (the one backend setting; runs before this module)
+import medjax.viz  # the one backend setting, and save_figure
 
 #: One colour per organ label 1, 2, ... (label 0, the background, is not drawn).
 ORGAN_COLOURS = ListedColormap(
@@ -83,6 +82,4 @@ def draw_segmentations(
         axes[0, i].set_title(label, fontsize=8)
     fig.suptitle(f"{title}  (truth red, prediction yellow)", fontsize=9)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    medjax.viz.save_figure(fig, path, dpi=110)

@@ -197,6 +197,7 @@ def test_a_signal_saves_the_current_step_and_the_run_resumes(data_dir, tmp_path)
     checkpoints = Checkpoints(str(run_dir / "checkpoints"))
     assert checkpoints.latest_step() == stopped
     checkpoints.close()
+    assert (run_dir / "run.lock").read_text() == ""  # released: no stale owner left
     resumed = subprocess.run(command[:-4] + [f"trainer.max_steps={stopped + 2}", command[-1]],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -204,6 +205,44 @@ def test_a_signal_saves_the_current_step_and_the_run_resumes(data_dir, tmp_path)
     steps = [r["step"] for r in records(run_dir) if r["split"] == "train"]
     assert steps == list(range(1, stopped + 3))
 
+
+
+def test_resuming_with_another_learning_rate_is_refused_and_changes_nothing(
+    run_dir, data_dir, tmp_path
+):
+    with open(os.path.join(run_dir, "config.yaml"), "rb") as f:
+        stored = f.read()
+    result = medjax("medjax-train", *TINY, "optim.lr=0.01",
+                    f"hydra.run.dir='{run_dir}'", data_dir=data_dir, cwd=tmp_path)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"medjax-train: error: {run_dir}: holds a run trained with "
+                           "another configuration")
+    assert "(optim.lr: 0.001 -> 0.01)" in line and "Traceback" not in result.stderr
+    assert "parameters on" not in result.stdout + result.stderr  # nothing compiled
+    with open(os.path.join(run_dir, "config.yaml"), "rb") as f:
+        assert f.read() == stored
+    assert records(run_dir)[-1]["step"] == 6
+
+
+def test_a_second_process_in_a_run_directory_in_use_is_refused(data_dir, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from medjax.engine import run_lock; "
+         "run_lock.acquire(sys.argv[1]); print('locked', flush=True); time.sleep(300)",
+         str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = medjax("medjax-train", *TINY, f"hydra.run.dir={tmp_path}/run",
+                        data_dir=data_dir, cwd=tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"medjax-train: error: {tmp_path}/run: in use by another "
+                           f"medjax-train (pid {holder.pid} on host ")
+    assert not os.path.exists(tmp_path / "run" / "config.yaml")
 
 def _saved_arrays(run_dir, step):
     import orbax.checkpoint as ocp

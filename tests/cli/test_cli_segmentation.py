@@ -42,6 +42,7 @@ def test_training_logs_segmentation_metrics_and_draws_cases(run_dir):
 def test_eval_on_the_test_split(run_dir, data_dir, tmp_path):
     result = medjax("medjax-eval", f"run_dir={run_dir}", data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert os.listdir(tmp_path) == []  # eval.log and eval.json go to the run directory
     with open(os.path.join(run_dir, "eval.json")) as f:
         metrics = json.load(f)["metrics"]
     assert metrics["num_examples"] == 12 and 0.0 <= metrics["dice"] <= 1.0
@@ -57,6 +58,7 @@ def test_predict_nifti_keeps_shape_and_affine(run_dir, data_dir, tmp_path):
     # rows toward posterior, columns toward the patient's left: the phantoms' layout
     affine = np.array([[0, -12.5, 0, 200.0], [-12.5, 0, 0, 180.0], [0, 0, 5.0, 40.0], [0, 0, 0, 1]])
     io.save_nifti(_phantom_volume_hu(), tmp_path / "ct.nii.gz", affine=affine)
+    run_files = sorted(os.listdir(run_dir))
     result = medjax(
         "medjax-predict", f"run_dir={run_dir}", f"input={tmp_path}/ct.nii.gz",
         f"output={tmp_path}/mask.nii.gz", data_dir=data_dir, cwd=tmp_path,
@@ -67,6 +69,9 @@ def test_predict_nifti_keeps_shape_and_affine(run_dir, data_dir, tmp_path):
     np.testing.assert_allclose(mask.affine, affine)
     assert mask.array.max() < 8
     assert os.path.isfile(tmp_path / "mask_overlay.png")
+    # nothing but the outputs: no predict.log in the working directory or the run's
+    assert sorted(os.listdir(tmp_path)) == ["ct.nii.gz", "mask.nii.gz", "mask_overlay.png"]
+    assert sorted(os.listdir(run_dir)) == run_files
 
 
 def test_predict_png_and_dicom(run_dir, data_dir, tmp_path):
@@ -97,6 +102,12 @@ def test_predict_png_and_dicom(run_dir, data_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     source, mask = io.load_dicom_series(series), io.load_dicom_series(tmp_path / "series_mask")
+    identifiers = [str(ds.PatientName).encode(), str(ds.PatientID).encode()]
+    assert all(identifiers) and all(i in (series / "slice0.dcm").read_bytes() for i in identifiers)
+    written = [(result.stdout + result.stderr).encode()] + [
+        f.read_bytes() for f in (tmp_path / "series_mask").iterdir()
+    ]
+    assert not [i for i in identifiers for content in written if i in content]
     assert mask.array.shape == source.array.shape
     np.testing.assert_allclose(mask.affine, source.affine, atol=1e-4)
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medjax.data.io.volume import PathLike, Volume, format_error, one_line
+from medjax.files import atomic_directory
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -24,6 +27,12 @@ SEGMENTATION_DESCRIPTION = "medjax segmentation"
 
 
 def read_dicom(path: Path, *, stop_before_pixels: bool = False):
+    """The dataset in ``path``; None when it is not DICOM at all.
+
+    Raises:
+        ImageFormatError: a DICOM file pydicom fails to parse (truncated or
+            damaged).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -31,7 +40,9 @@ def read_dicom(path: Path, *, stop_before_pixels: bool = False):
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         return None
-    except Exception as error:
+    except (OSError, EOFError, struct.error, ValueError, KeyError) as error:
+        # What pydicom's parser raises for a file cut short or with damaged
+        # element headers.
         raise format_error(path, f"unreadable DICOM file ({one_line(error)})") from None
 
 
@@ -198,7 +209,11 @@ def load_dicom_series(
     for file, dataset in files:
         try:
             pixels = dataset.pixel_array
-        except Exception as error:
+        except (ValueError, AttributeError, RuntimeError, struct.error) as error:
+            # pydicom's pixel decoders: too few bytes (truncated), a missing
+            # required element (AttributeError "Missing required element"), a
+            # compressed transfer syntax with no handler installed
+            # (NotImplementedError/RuntimeError).
             problem = f"cannot decode pixel data ({one_line(error)})"
             raise format_error(file, problem) from None
         if pixels.ndim != 2:
@@ -225,6 +240,93 @@ def load_dicom_series(
     )
 
 
+#: What a mask series copies from its reference slices: enough to file it with
+#: the source study (Study and Frame of Reference UIDs) and to lay it on the same
+#: voxels (geometry). Nothing that names the patient, the institution, the staff
+#: or the dates is copied.
+KEPT_TAGS = (
+    "SOPClassUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "PatientPosition",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "SliceLocation",
+)
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+_SLICE_NAME = re.compile(r"slice_\d{4}\.dcm")
+
+
+def _mask_slice(source, labels_slice: np.ndarray, series_uid: str, k: int,
+                series_description: str):
+    """One mask slice's dataset: ``KEPT_TAGS`` of ``source``, a reference to it
+    (SourceImageSequence, ReferencedSeriesSequence), new series and instance
+    UIDs and the labels as uint16 pixels."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    dataset = Dataset()
+    for keyword in KEPT_TAGS:
+        if keyword in source:
+            setattr(dataset, keyword, copy.deepcopy(source[keyword].value))
+    # Patient Name and ID are type 2 (present, may be empty) in image IODs.
+    dataset.PatientName = ""
+    dataset.PatientID = ""
+    dataset.PatientIdentityRemoved = "YES"
+    dataset.DeidentificationMethod = "medjax: only UIDs and geometry kept"
+    if "SOPClassUID" not in dataset:  # a loose file: file it as Secondary Capture
+        dataset.SOPClassUID = SECONDARY_CAPTURE
+    if source.get("SOPInstanceUID"):
+        referenced = Dataset()
+        referenced.ReferencedSOPClassUID = dataset.SOPClassUID
+        referenced.ReferencedSOPInstanceUID = source.SOPInstanceUID
+        dataset.SourceImageSequence = [referenced]
+    if source.get("SeriesInstanceUID"):
+        referenced_series = Dataset()
+        referenced_series.SeriesInstanceUID = source.SeriesInstanceUID
+        dataset.ReferencedSeriesSequence = [referenced_series]
+    dataset.DerivationDescription = series_description
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # Sets Rows, Columns, Bits*, PixelRepresentation, SamplesPerPixel and a new
+    # SOPInstanceUID (also in the file meta).
+    dataset.set_pixel_data(np.ascontiguousarray(labels_slice.T), "MONOCHROME2", 16)
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    dataset.SeriesInstanceUID = series_uid
+    dataset.SeriesDescription = series_description
+    dataset.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000
+    dataset.InstanceNumber = k + 1
+    dataset.ImageType = ["DERIVED", "SECONDARY"]
+    dataset.RescaleSlope = 1
+    dataset.RescaleIntercept = 0
+    top = int(labels_slice.max()) if labels_slice.size else 0
+    dataset.WindowCenter = top / 2
+    dataset.WindowWidth = max(top, 1)
+    return dataset
+
+
+def _check_replaceable(directory: Path) -> None:
+    """Refuses a ``directory`` that holds anything but a mask series written
+    here before (``slice_NNNN.dcm`` files): it may be the input, or a user's."""
+    if not directory.exists():
+        return
+    if not directory.is_dir():
+        raise format_error(directory, "exists and is not a directory")
+    others = [p.name for p in directory.iterdir() if not _SLICE_NAME.fullmatch(p.name)]
+    if others:
+        raise format_error(
+            directory,
+            f"directory is not empty and not a medjax mask series ({others[0]}); "
+            "refusing to replace it",
+        )
+
+
 def save_dicom_series(
     mask: np.ndarray,
     reference: Volume,
@@ -236,23 +338,39 @@ def save_dicom_series(
 
     This is a plain *label-map image series* (each slice an ordinary image whose
     pixel values are the labels), not a DICOM-SEG object: any DICOM viewer shows
-    it and :func:`load_dicom_series` reads it back. Each file copies the reference
-    slice's header (patient, study, ImagePositionPatient, ImageOrientationPatient,
-    PixelSpacing, Modality) and gets a new SeriesInstanceUID (shared),
-    SOPInstanceUID, SeriesDescription, ImageType DERIVED\\SECONDARY, uint16 pixels
+    it and :func:`load_dicom_series` reads it back. Each file keeps only
+    ``KEPT_TAGS`` of its reference slice (SOP class, Study and Frame of Reference
+    UIDs, Modality, PatientPosition and the geometry: ImagePositionPatient,
+    ImageOrientationPatient, PixelSpacing, SliceThickness, SpacingBetweenSlices,
+    SliceLocation), references it (SourceImageSequence: its SOP class and
+    instance UIDs; ReferencedSeriesSequence: its SeriesInstanceUID), has empty
+    PatientName and PatientID with PatientIdentityRemoved YES, and gets a new
+    SeriesInstanceUID (shared), SOPInstanceUID, SeriesDescription, SeriesNumber
+    (+1000), InstanceNumber, ImageType DERIVED\\SECONDARY, uint16 pixels
     (BitsAllocated = BitsStored = 16, unsigned), RescaleSlope 1 and Intercept 0,
-    and the uncompressed Explicit VR Little Endian transfer syntax.
+    and the uncompressed Explicit VR Little Endian transfer syntax. No patient
+    name, ID, birth date, institution, staff or date is written.
+
+    The series is written into a temporary directory beside ``directory`` and
+    renamed into place once complete, so a failed write leaves a previous
+    series there intact.
 
     Args:
         mask: ``[columns, rows, slices]`` integer labels in 0..65535, in the index
             order of ``reference.array``.
         reference: a Volume from :func:`load_dicom_series`.
-        directory: a new or empty directory; files are ``slice_0000.dcm``, ...
+        directory: a new or empty directory, or one holding a mask series written
+            here before (it is replaced); files are ``slice_0000.dcm``, ...
 
     Returns:
         The files written, in slice order.
+
+    Raises:
+        ImageFormatError: the reference or mask does not fit, or ``directory``
+            holds other files.
+        WriteError: the series could not be written (full disk, no permission).
     """
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     directory = Path(directory)
     if reference.source != "dicom" or len(reference.datasets) != (
@@ -277,44 +395,16 @@ def save_dicom_series(
             )
     if mask.size and (mask.min() < 0 or mask.max() > 65535):
         raise format_error(directory, "labels must lie in 0..65535 for uint16 pixels")
-    if directory.exists() and any(directory.iterdir()):
-        raise format_error(directory, "directory is not empty; refusing to mix series")
-    directory.mkdir(parents=True, exist_ok=True)
+    _check_replaceable(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
 
     series_uid = generate_uid()
     labels = mask.astype(np.uint16)
-    written = []
-    for k, source in enumerate(reference.datasets):
-        dataset = copy.deepcopy(source)
-        for keyword in (
-            "ModalityLUTSequence",
-            "VOILUTSequence",
-            "RescaleType",
-            "SmallestImagePixelValue",
-            "LargestImagePixelValue",
-            "LossyImageCompression",
-            "LossyImageCompressionRatio",
-            "LossyImageCompressionMethod",
-        ):
-            if keyword in dataset:
-                delattr(dataset, keyword)
-        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        # Sets Rows, Columns, Bits*, PixelRepresentation, SamplesPerPixel and a new
-        # SOPInstanceUID (also in the file meta).
-        dataset.set_pixel_data(
-            np.ascontiguousarray(labels[:, :, k].T), "MONOCHROME2", 16
-        )
-        dataset.SeriesInstanceUID = series_uid
-        dataset.SeriesDescription = series_description
-        dataset.SeriesNumber = int(source.get("SeriesNumber", 0) or 0) + 1000
-        dataset.InstanceNumber = k + 1
-        dataset.ImageType = ["DERIVED", "SECONDARY"]
-        dataset.RescaleSlope = 1
-        dataset.RescaleIntercept = 0
-        top = int(labels.max()) if labels.size else 0
-        dataset.WindowCenter = top / 2
-        dataset.WindowWidth = max(top, 1)
-        file = directory / f"slice_{k:04d}.dcm"
-        dataset.save_as(file, enforce_file_format=True)
-        written.append(file)
-    return written
+    names = [f"slice_{k:04d}.dcm" for k in range(len(reference.datasets))]
+    with atomic_directory(directory) as temporary:
+        for k, source in enumerate(reference.datasets):
+            dataset = _mask_slice(
+                source, labels[:, :, k], series_uid, k, series_description
+            )
+            dataset.save_as(Path(temporary) / names[k], enforce_file_format=True)
+    return [directory / name for name in names]

@@ -7,11 +7,13 @@ Arrays keep nibabel's voxel index order ``(i, j, k)`` and affine (RAS+ mm); see
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from medjax.data.io.volume import PathLike, Volume, format_error, one_line
+from medjax.files import atomic_path
 
 
 def is_nifti_path(path: PathLike) -> bool:
@@ -26,21 +28,37 @@ def load_nifti(path: PathLike) -> Volume:
     Integer data without scaling keeps its integer dtype (label maps); anything
     else (float data, or integers with ``scl_slope``/``scl_inter``) comes back as
     float32 with the scaling applied. The affine is nibabel's (sform, else qform).
+
+    Raises:
+        ImageFormatError: a missing, empty, truncated or damaged file, or one
+            that is not 2D to 4D (spatial axes, then channels or time).
     """
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
     if not os.path.exists(path):
         raise format_error(path, "no such file")
+    if os.path.isdir(path):
+        raise format_error(path, "a directory, not a NIfTI file")
     if not is_nifti_path(path):
         raise format_error(path, "not a NIfTI file (expected .nii or .nii.gz)")
     try:
         image = nib.load(os.fspath(path))
         # np.array copies, so no memory map keeps the file open.
         data = np.array(np.asanyarray(image.dataobj))
-    except Exception as error:  # nibabel raises several types for bad files
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError,
+            OverflowError, zlib.error) as error:
+        # What nibabel, gzip and numpy raise for files that are not NIfTI, a
+        # truncated data block or gzip stream, or header fields out of range.
         raise format_error(
             path, f"not a readable NIfTI file ({one_line(error)})"
         ) from None
+    if not 2 <= data.ndim <= 4:
+        raise format_error(
+            path, f"image of shape {data.shape}: expected 2D or 3D (a 4th axis: "
+            "channels or time)"
+        )
     if not np.issubdtype(data.dtype, np.integer) and data.dtype != np.bool_:
         data = data.astype(np.float32)
     elif not data.dtype.isnative:  # e.g. big-endian int16; numpy/JAX want native
@@ -86,7 +104,11 @@ def save_nifti(
             codes) is copied; its scaling is dropped.
 
     Integer and bool arrays are stored as uint8 when they fit in 0..255, else int16
-    (int32 if they do not fit); floats as float32.
+    (int32 if they do not fit); floats as float32. The file is written under a
+    temporary name and renamed, so a failed write leaves a previous file intact.
+
+    Raises:
+        WriteError: the file could not be written (full disk, no permission).
     """
     import nibabel as nib
 
@@ -122,5 +144,8 @@ def save_nifti(
     image.set_qform(affine, code=qform_code)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(image, os.fspath(path))
+    # Through a temporary name that ends like ``path`` (nibabel picks .nii.gz
+    # compression from it): a failed write keeps the previous file.
+    with atomic_path(path) as temporary:
+        nib.save(image, temporary)
     return path

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medjax.data.io.volume import PathLike, Volume, format_error, one_line
+from medjax.files import atomic_path
 
 
 def load_png(path: PathLike) -> Volume:
@@ -22,6 +23,8 @@ def load_png(path: PathLike) -> Volume:
 
     if not os.path.exists(path):
         raise format_error(path, "no such file")
+    if os.path.isdir(path):
+        raise format_error(path, "a directory, not a PNG file")
     try:
         with Image.open(path) as image:
             if image.mode in ("L", "I;16", "I", "F"):
@@ -30,7 +33,7 @@ def load_png(path: PathLike) -> Volume:
                 array = np.array(image).astype(np.uint8)
             else:
                 array = np.array(image.convert("L"))
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, ValueError) as error:
         raise format_error(
             path, f"not a readable PNG image ({one_line(error)})"
         ) from None
@@ -47,11 +50,17 @@ def _uint8_labels(mask: np.ndarray, path: PathLike) -> np.ndarray:
 
 
 def save_png_mask(mask: np.ndarray, path: PathLike) -> Path:
-    """Writes a 2D label map ``[H, W]`` (values 0..255) as an 8-bit gray PNG."""
+    """Writes a 2D label map ``[H, W]`` (values 0..255) as an 8-bit gray PNG,
+    under a temporary name then renamed (a failed write keeps a previous file).
+
+    Raises:
+        WriteError: the file could not be written (full disk, no permission).
+    """
     from PIL import Image
 
     labels = _uint8_labels(mask, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels, mode="L").save(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(labels, mode="L").save(temporary, format="PNG")
     return path

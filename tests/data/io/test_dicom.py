@@ -192,11 +192,90 @@ def test_save_dicom_series_round_trip(tmp_path):
     # save_like picks the DICOM writer for a DICOM reference and a directory path.
     io.save_like(mask, reference, tmp_path / "seg2")
     np.testing.assert_array_equal(io.load_image(tmp_path / "seg2").array, mask)
-    with pytest.raises(io.ImageFormatError, match="not empty"):
-        io.save_dicom_series(mask, reference, tmp_path / "seg")
+    # Writing again replaces a mask series written here before, but never a
+    # directory holding anything else (it may be the input series).
+    io.save_dicom_series(mask[::-1], reference, tmp_path / "seg")
+    np.testing.assert_array_equal(io.load_dicom_series(tmp_path / "seg").array, mask[::-1])
+    with pytest.raises(io.ImageFormatError, match="ct: directory is not empty and not a medjax"):
+        io.save_dicom_series(mask, reference, tmp_path / "ct")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "seg", "seg2"]
     with pytest.raises(io.ImageFormatError, match="no DICOM slices"):
         resampled = preprocess.resample_to_spacing(reference, 1.0)
         io.save_dicom_series(mask, resampled, tmp_path / "x")
 
 
 # --------------------------------------------------------------------------- PNG
+
+
+IDENTIFIERS = {
+    "PatientName": "Doe^Jane",
+    "PatientID": "MRN-9876543",
+    "PatientBirthDate": "19700101",
+    "OtherPatientIDs": "ALT-5550123",
+    "AccessionNumber": "ACC-314159",
+    "InstitutionName": "Saint Elsewhere Hospital",
+    "ReferringPhysicianName": "House^Gregory",
+    "StudyDate": "20240229",
+}
+
+
+def test_a_mask_series_keeps_only_the_study_uids_and_geometry(tmp_path):
+    write_series(tmp_path / "ct", [0.0, 2.5], orientation=(0, 1, 0, 0, 0, -1))
+    for file in (tmp_path / "ct").iterdir():  # plant identifiers in the source
+        dataset = pydicom.dcmread(file)
+        for keyword, value in IDENTIFIERS.items():
+            setattr(dataset, keyword, value)
+        dataset.FrameOfReferenceUID = "1.2.3.4.5"
+        dataset.save_as(file)
+    reference = io.load_dicom_series(tmp_path / "ct")
+    written = io.save_dicom_series(
+        np.ones(reference.spatial_shape, np.uint8), reference, tmp_path / "seg"
+    )
+    for file, source in zip(written, reference.datasets):
+        raw = file.read_bytes()
+        for value in IDENTIFIERS.values():
+            assert value.encode() not in raw, value
+        dataset = pydicom.dcmread(file)
+        kept = {e.keyword for e in dataset} - {"PixelData"}
+        assert kept == set(io.dicom.KEPT_TAGS) | {  # CT_small has every kept tag
+            "PatientName", "PatientID", "PatientIdentityRemoved", "DeidentificationMethod",
+            "SourceImageSequence", "ReferencedSeriesSequence", "DerivationDescription",
+            "SOPInstanceUID", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
+            "InstanceNumber", "ImageType", "RescaleSlope", "RescaleIntercept",
+            "WindowCenter", "WindowWidth", "Rows", "Columns", "BitsAllocated",
+            "BitsStored", "HighBit", "PixelRepresentation", "SamplesPerPixel",
+            "PhotometricInterpretation",
+        }
+        assert (dataset.PatientName, dataset.PatientID) == ("", "")
+        assert dataset.StudyInstanceUID == source.StudyInstanceUID
+        assert dataset.FrameOfReferenceUID == "1.2.3.4.5"
+        assert dataset.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+        assert dataset.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+
+
+def test_a_failed_series_write_keeps_the_previous_series(tmp_path, monkeypatch):
+    import errno
+
+    from medjax.errors import WriteError
+
+    write_series(tmp_path / "ct", [0.0, 2.0, 4.0])
+    reference = io.load_dicom_series(tmp_path / "ct")
+    mask = np.zeros(reference.spatial_shape, np.uint8)
+    mask[5:9, 7:20] = 3
+    io.save_dicom_series(mask, reference, tmp_path / "seg")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "seg").iterdir()}
+    save_as = pydicom.Dataset.save_as
+    calls = []
+
+    def full_disk_on_the_third_slice(self, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save_as(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", full_disk_on_the_third_slice)
+    with pytest.raises(WriteError, match=r"seg: could not write it \(No space left on device\); the previous content is intact"):
+        io.save_dicom_series(mask + 1, reference, tmp_path / "seg")
+    assert len(calls) == 3
+    assert {p.name: p.read_bytes() for p in (tmp_path / "seg").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "seg"]  # no temporary left

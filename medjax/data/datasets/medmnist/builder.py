@@ -46,7 +46,7 @@ from medjax.data.datasets.medmnist.npz import (
     load_labels,
     missing_file_error,
 )
-from medjax.data.sources import default_data_dir
+from medjax.data.sources import default_data_dir, writable_data_dir
 from medjax.errors import ConfigError
 
 
@@ -190,6 +190,7 @@ def prepare(builder: Medmnist, manual_dir: str | None) -> None:
     config = builder.builder_config
     path = find_npz(config.flag, config.size, manual_dir)
     check_npz(path, config.flag, config.size)
+    writable_data_dir(os.fspath(builder.data_dir_root))
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(path.parent))
     )

@@ -9,6 +9,7 @@ train_labels, val_images, val_labels, test_images, test_labels``.
 
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,6 +86,16 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         message = " ".join(str(error).split())  # one line
         raise _fail(path, f"not a readable .npz archive ({message})") from None
     return headers
+
+
+#: What zipfile and zlib raise for an archive whose member data is damaged or
+#: cut short (the directory and .npy headers may still read fine).
+DAMAGED_ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+def _damaged(path, key: str, error: BaseException) -> MedmnistFormatError:
+    message = " ".join(str(error).split()) or type(error).__name__
+    return _fail(path, f"{key} cannot be read ({message}); damaged or truncated?")
 
 
 def _shape_text(shape) -> str:
@@ -189,7 +200,11 @@ def check_npz(path: os.PathLike | str, flag: str, size: int) -> dict[str, int]:
                 raise _fail(
                     path, f"{labels_key} has dtype {label_dtype}, expected integers"
                 )
-            _check_labels(path, labels_key, arrays[labels_key], flag)
+            try:
+                labels = arrays[labels_key]
+            except DAMAGED_ARCHIVE_ERRORS as error:
+                raise _damaged(path, labels_key, error) from None
+            _check_labels(path, labels_key, labels, flag)
             counts[split] = count
     return counts
 
@@ -205,8 +220,12 @@ def load_labels(path: os.PathLike | str, flag: str, split: str) -> np.ndarray:
     Returns:
         int64 ``[N]`` class indices, or int32 ``[N, 14]`` of 0/1 for chestmnist.
     """
-    with np.load(path, allow_pickle=False) as arrays:
-        labels = arrays[f"{NPZ_SPLIT_NAMES[split]}_labels"]
+    key = f"{NPZ_SPLIT_NAMES[split]}_labels"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            labels = arrays[key]
+    except DAMAGED_ARCHIVE_ERRORS as error:
+        raise _damaged(path, key, error) from None
     if is_multi_label(flag):
         return labels.astype(np.int32)
     return labels.reshape(len(labels)).astype(np.int64)
@@ -228,7 +247,18 @@ def iter_images(path: os.PathLike | str, flag: str, split: str) -> Iterator[np.n
         uint8 ``[S, S, C]`` (2D) or ``[S, S, S, 1]`` (3D).
     """
     key = f"{NPZ_SPLIT_NAMES[split]}_images"
-    add_channel = spatial_dims(flag) == 3 or num_channels(flag) == 1
+    try:
+        yield from _stream_images(path, key, add_channel=(
+            spatial_dims(flag) == 3 or num_channels(flag) == 1
+        ))
+    except MedmnistFormatError:
+        raise
+    except DAMAGED_ARCHIVE_ERRORS as error:
+        raise _damaged(path, key, error) from None
+
+
+def _stream_images(path, key: str, *, add_channel: bool) -> Iterator[np.ndarray]:
+    """``iter_images`` without the translation of archive errors."""
     with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as stream:
         shape, fortran_order, dtype = _read_npy_header(stream)
         if fortran_order:  # rows are not contiguous: read the whole array

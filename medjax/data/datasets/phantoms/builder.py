@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 
 from medjax.data.datasets.phantoms import cine
 from medjax.data.datasets.phantoms import torso
-from medjax.data.sources import LazySources, default_data_dir
+from medjax.data.sources import LazySources, default_data_dir, writable_data_dir
 
 DEFAULT_SPLIT_SIZES = {
     "torso2d": (("train", 4000), ("validation", 500), ("test", 500)),
@@ -221,6 +221,7 @@ def phantom_sources(
         file_format="array_record",
     )
     if not builder.is_prepared():
+        writable_data_dir(data_dir)
         builder.download_and_prepare()
     return {
         split: builder.as_data_source(split=split) for split, _ in config.split_sizes
