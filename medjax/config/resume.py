@@ -30,6 +30,9 @@ IGNORED_KEYS = (
     "trainer.checkpoint_every",
     "trainer.log_every",
     "trainer.progress",
+    # how a run reacts to a diverging step: a stopped run may resume with skip
+    "trainer.on_nonfinite",
+    "trainer.max_nonfinite",
     "data.data_dir",
     "data.num_threads",
 )

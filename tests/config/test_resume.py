@@ -51,12 +51,12 @@ def test_what_is_learned_differs_key_by_key():
 
 
 def test_keys_only_one_side_has_and_nested_lists_differ_too():
-    new = changed(STORED, optim__betas=[0.9, 0.99], trainer__on_nonfinite="skip")
+    new = changed(STORED, optim__betas=[0.9, 0.99], trainer__best_mode="min")
     del new["model"]["features"]
     assert differences(STORED, new) == [
         "model.features: 8 -> (absent)",
         "optim.betas: [0.9, 0.999] -> [0.9, 0.99]",
-        "trainer.on_nonfinite: (absent) -> 'skip'",
+        "trainer.best_mode: (absent) -> 'min'",
     ]
 
 
