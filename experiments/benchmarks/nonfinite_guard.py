@@ -4,8 +4,8 @@ batch 32, AdamW) with the guard (``isfinite`` of the loss and of the global
 gradient norm, and a ``lax.cond`` keeping the previous state) and without it.
 
 Both steps are jitted once with the loop's shardings and donation and then
-timed in alternation on the same batches, so drift of a shared machine falls on
-both alike; the figure is the median over repeats of the time of
+timed in alternation (each first in every other repeat) on the same batches, so
+drift of a shared machine falls on both alike; the figure is the median over repeats of the time of
 ``--steps`` steps (``block_until_ready`` at the end of each repeat).
 
 Run:  python experiments/benchmarks/nonfinite_guard.py [--repeats 15] [OVERRIDES]
@@ -67,8 +67,9 @@ def main():
         # the first pass compiles
         _, states[guard] = time_steps(steps[guard], states[guard], batches, key)
     times = {True: [], False: []}
-    for _ in range(args.repeats):
-        for guard in (True, False):
+    for repeat in range(args.repeats):
+        # alternate which goes first: neither gets the warmer caches every time
+        for guard in (True, False) if repeat % 2 else (False, True):
             seconds, states[guard] = time_steps(
                 steps[guard], states[guard], batches, key
             )
