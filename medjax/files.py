@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -63,8 +64,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, content: Any) -> None:
-    """``content`` as indented JSON with a final newline, written atomically."""
-    write_text(path, json.dumps(content, indent=2) + "\n")
+    """``content`` as indented JSON with a final newline, written atomically.
+    Non-finite floats (an undefined metric) are written as ``null``: ``NaN`` is
+    not JSON, and other readers (``jq``, browsers) reject it."""
+    text = json.dumps(_finite_or_null(content), indent=2, allow_nan=False)
+    write_text(path, text + "\n")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
 
 
 @contextlib.contextmanager

@@ -30,6 +30,15 @@ def test_write_json_replaces_the_file_and_leaves_nothing_beside_it(tmp_path):
     assert os.listdir(tmp_path) == ["summary.json"]
 
 
+def test_write_json_writes_an_undefined_metric_as_null(tmp_path):
+    # json.dumps alone writes NaN, which is not JSON (jq and browsers reject it).
+    path = tmp_path / "eval.json"
+    files.write_json(path, {"metrics": {"auroc": float("nan"), "hd95": [np.inf, 1.5]}})
+    assert json.loads(path.read_text(), parse_constant=pytest.fail) == {
+        "metrics": {"auroc": None, "hd95": [None, 1.5]}
+    }
+
+
 def test_a_full_disk_at_the_rename_keeps_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "eval.json"
     path.write_text('{"auroc": 0.7}\n')
