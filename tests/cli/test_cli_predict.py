@@ -17,20 +17,12 @@ from omegaconf import OmegaConf
 from medjax.config import compose
 from medjax.data import io
 from medjax.inferers import segmentation
+from tests.data.io.test_dicom import IDENTIFIERS  # planted, then looked for
 from tests.inferers import phantom_geometry as pg
 
 TINY = ["task=segmentation", "model=unet_tiny", "data=phantoms_tiny", "trainer=smoke", "optim=adam"]
 CT5N = os.path.join(os.path.dirname(pydicom.data.get_testdata_file("CT_small.dcm")),
                     "dicomdirtests", "98892001", "CT5N")  # a real 5-slice CT series
-IDENTIFIERS = {
-    "PatientName": "Doe^Jane",
-    "PatientID": "MRN-9876543",
-    "PatientBirthDate": "19700101",
-    "OtherPatientIDs": "ALT-5550123",
-    "AccessionNumber": "ACC-314159",
-    "InstitutionName": "Saint Elsewhere Hospital",
-    "ReferringPhysicianName": "House^Gregory",
-}
 
 
 @pytest.fixture(scope="module")
