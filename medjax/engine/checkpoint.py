@@ -160,9 +160,9 @@ class Checkpoints:
         try:
             return self._restore(template, step)
         except UNREADABLE as error:
-            _drop_abandoned_read_noise()
+            drop_abandoned_read_noise()
             raise RunDirectoryError(
-                f"{self.directory}/{step}: unreadable checkpoint ({_first_line(error)})"
+                f"{self.directory}/{step}: unreadable checkpoint ({first_line(error)})"
             ) from error
 
     def _restore(self, template: TrainState, step: int) -> TrainState:
@@ -189,8 +189,8 @@ class Checkpoints:
             try:
                 state = self._restore(template, step)
             except UNREADABLE as error:
-                _drop_abandoned_read_noise()
-                failures[step] = _first_line(error)
+                drop_abandoned_read_noise()
+                failures[step] = first_line(error)
                 continue
             for bad, reason in failures.items():
                 self._set_aside(bad, reason)
@@ -255,11 +255,11 @@ def _unreadable_metrics(directory: str) -> dict[int, str]:
             with open(path) as f:
                 json.load(f)
         except (OSError, ValueError) as error:
-            damaged[int(name)] = f"metrics: {_first_line(error)}"
+            damaged[int(name)] = f"metrics: {first_line(error)}"
     return damaged
 
 
-def _drop_abandoned_read_noise() -> None:
+def drop_abandoned_read_noise() -> None:
     """After a failed restore, tensorstore still completes the reads Orbax gave
     up on, and their callbacks find Orbax's event loop closed: each prints an
     ``Event loop is closed`` traceback (dozens) through ``sys.unraisablehook``.
@@ -281,7 +281,7 @@ def _drop_abandoned_read_noise() -> None:
     sys.unraisablehook = hook
 
 
-def _first_line(error: BaseException, limit: int = 300) -> str:
+def first_line(error: BaseException, limit: int = 300) -> str:
     """An error's message on one line (tensorstore's run over several)."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -2,8 +2,10 @@
 masking (by the parameter groups a model declares) and the model's frozen
 BatchNorm, backbone learning-rate factors."""
 
+import glob
 import json
 import os
+import shutil
 from functools import partial
 
 import flax.linen as nn
@@ -19,7 +21,7 @@ from medjax.engine import sharding, transfer
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.state import create_train_state
 from medjax.engine.step import train_step
-from medjax.errors import ConfigError
+from medjax.errors import ConfigError, RunDirectoryError
 from medjax.models.cnn import resnet_tiny
 from medjax.models.groups import Backbone, ParameterGroups, Transferable, groups_of
 from medjax.tasks.classification.task import ClassificationTask
@@ -296,6 +298,29 @@ def test_load_errors(source_run, tmp_path):
     other = random_variables(resnet_tiny(num_classes=3, widths=(6, 10, 10)), seed=1)
     with pytest.raises(ConfigError, match="nothing loaded.*differ in shape"):
         transfer.load_pretrained(other, run_dir, {"backbone": "backbone"})
+
+
+@pytest.mark.parametrize("damage", ["truncated arrays", "garbage metadata"])
+def test_a_damaged_source_checkpoint_is_one_error_naming_it(
+    source_run, tmp_path, damage
+):
+    copy = str(tmp_path / "run")
+    shutil.copytree(source_run[0], copy)
+    step_dir = os.path.join(copy, "checkpoints", "1")
+    if damage == "truncated arrays":
+        chunks = glob.glob(f"{step_dir}/state/**/d/*", recursive=True)
+        assert chunks
+        for path in chunks:
+            os.truncate(path, os.path.getsize(path) // 2)
+    else:
+        with open(f"{step_dir}/state/_METADATA", "w") as f:
+            f.write("{not json")
+    target = init(resnet_tiny(num_classes=3), seed=1)
+    with pytest.raises(RunDirectoryError) as error:
+        transfer.load_pretrained(target, copy + ":1", {"backbone": "backbone"})
+    message = str(error.value)
+    assert message.startswith(f"transfer.checkpoint={copy}:1: {step_dir}: unreadable")
+    assert "\n" not in message
 
 
 # -- freezing and learning rates -----------------------------------------------

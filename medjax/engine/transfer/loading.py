@@ -19,6 +19,7 @@ Which checkpoint (``checkpoint=``):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -29,8 +30,10 @@ import yaml
 from etils import epath
 from flax import traverse_util
 
-from medjax.engine.checkpoint import Checkpoints
-from medjax.errors import ConfigError
+from medjax.engine.checkpoint import (
+    UNREADABLE, Checkpoints, drop_abandoned_read_noise, first_line,
+)
+from medjax.errors import ConfigError, RunDirectoryError
 from medjax.models.groups import Path, split_path, starts_with
 from medjax.models.weights import (
     COLLECTIONS,
@@ -74,7 +77,8 @@ def load_pretrained(
     """
     subtrees = _check_subtrees(subtrees)
     step_dir, step = resolve_checkpoint(checkpoint)
-    source_meta = _read_metadata(step_dir)
+    with _unreadable_as_one_line(checkpoint, step_dir):
+        source_meta = _read_metadata(step_dir)
     report = LoadReport(source=str(step_dir), step=step, subtrees=subtrees)
     targets, sources = flat_collections(variables), flat_collections(source_meta)
     _check_prefixes_match(subtrees, targets, sources)
@@ -90,7 +94,8 @@ def load_pretrained(
             f"transfer.checkpoint={checkpoint}: nothing loaded with transfer.subtrees="
             f"{subtrees}: {detail}"
         )
-    arrays = _restore(step_dir, sources, plan)
+    with _unreadable_as_one_line(checkpoint, step_dir):
+        arrays = _restore(step_dir, sources, plan)
     return apply_copy(variables, plan, arrays, report), report
 
 
@@ -159,6 +164,20 @@ def _run_best_metric(run_dir: str) -> tuple[str | None, str]:
     trainer = config.get("trainer") or {}
     mode = trainer.get("best_mode") or "max"
     return trainer.get("best_metric") or None, mode if mode in ("max", "min") else "max"
+
+
+@contextlib.contextmanager
+def _unreadable_as_one_line(checkpoint, step_dir: epath.Path):
+    """A damaged source checkpoint (what ``Checkpoints.restore`` calls
+    unreadable) as one ``RunDirectoryError`` naming the option and the step."""
+    try:
+        yield
+    except UNREADABLE as error:
+        drop_abandoned_read_noise()
+        raise RunDirectoryError(
+            f"transfer.checkpoint={checkpoint}: {step_dir}: unreadable checkpoint "
+            f"({first_line(error)})"
+        ) from error
 
 
 def _read_metadata(step_dir: epath.Path) -> dict[str, Any]:
