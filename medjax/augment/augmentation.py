@@ -17,6 +17,10 @@ parameters, then:
 2. **Intensity** (:mod:`medjax.augment.intensity`) — image fields only, after
    the geometry: rescale, shift, gamma, blur, noise.
 
+Before both, **time** (:mod:`medjax.augment.temporal`, fields with a time axis
+only): a cyclic phase shift and a temporal crop choose the frames of every
+timed field alike.
+
 Fields the schema does not name, and fields of other roles (class labels,
 targets, features), pass through. The spatial rank comes from the roles: an
 image's rank minus its channel axis, minus its time axis.
@@ -39,7 +43,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from medjax.augment import fields, geometry, intensity
+from medjax.augment import fields, geometry, intensity, temporal
 from medjax.data import schema as roles
 
 Batch = dict[str, jnp.ndarray]
@@ -60,6 +64,8 @@ _PARTS = (
     "gamma",
     "blur",
     "noise",
+    "phase_shift",
+    "temporal_crop",
 )
 
 
@@ -105,6 +111,12 @@ class Augmentation:
         blur_probability: chance of an isotropic Gaussian blur (edges extended by
             their nearest value).
         blur_sigma_range: ``(min, max)`` blur standard deviation, in voxels.
+        phase_shift_probability: chance of rolling the frames of every field
+            with a time axis by one shift, uniform in ``1 .. T - 1``
+            (:mod:`medjax.augment.temporal`: for sequences of one full cycle).
+        temporal_crop_frames: null, or keep this many consecutive frames of
+            every training sequence, from a uniform start (the length changes:
+            evaluation sees whole sequences).
     """
 
     flip_probability: float = 0.0
@@ -130,6 +142,8 @@ class Augmentation:
     noise_std_range: tuple[float, float] = (0.0, 0.0)
     blur_probability: float = 0.0
     blur_sigma_range: tuple[float, float] = (1.0, 1.0)
+    phase_shift_probability: float = 0.0
+    temporal_crop_frames: int | None = None
 
     def __post_init__(self):
         # Hydra hands lists and ints; tuples of floats keep the dataclass hashable
@@ -160,15 +174,25 @@ class Augmentation:
         _set_range(self, "gamma_range", "exponents > 0", low=0.0, open_low=True)
         _set_range(self, "noise_std_range", "stds >= 0", low=0.0)
         _set_range(self, "blur_sigma_range", "voxels > 0", low=0.0, open_low=True)
+        crop = self.temporal_crop_frames
+        if crop is not None and (
+            isinstance(crop, bool) or not isinstance(crop, int) or crop < 1
+        ):
+            _invalid("temporal_crop_frames", "null or a number of frames >= 1", crop)
 
     @property
     def enabled(self) -> bool:
         """Whether any part can apply (``augment=none`` is all off)."""
-        return any(
+        return self.temporal_crop_frames is not None or any(
             getattr(self, field.name) > 0.0
             for field in dataclasses.fields(self)
             if field.name.endswith("_probability")
         )
+
+    @property
+    def temporal(self) -> bool:
+        """Whether a temporal part can apply (else no frame is moved)."""
+        return self.phase_shift_probability > 0.0 or self.temporal_crop_frames is not None
 
     @property
     def geometric(self) -> bool:
@@ -194,7 +218,8 @@ class Augmentation:
                 ``Task.batch_roles()`` returns) or ``{key: Role}``.
 
         Returns:
-            A new dict with the same keys, shapes and dtypes.
+            A new dict with the same keys and dtypes, and the same shapes but
+            for ``T`` with ``temporal_crop_frames``.
 
         Raises:
             ValueError: a moved field is missing or has the wrong shape or dtype,
@@ -205,6 +230,8 @@ class Augmentation:
             return dict(batch)
         schema = fields.as_pairs(schema)
         size, shape = fields.check(self, batch, schema, batched=True)
+        if self.temporal:
+            temporal.check(self, batch, schema, batched=True)
         moved = {name: batch[name] for name in fields.moved_keys(schema)}
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(size))
 
@@ -228,10 +255,13 @@ class Augmentation:
             schema: as in ``__call__``.
 
         Returns:
-            A new dict with the same keys, shapes and dtypes.
+            A new dict with the same keys and dtypes, and the same shapes but
+            for ``T`` with ``temporal_crop_frames``.
         """
         schema = fields.as_pairs(schema)
         _, shape = fields.check(self, example, schema, batched=False)
+        if self.temporal:
+            temporal.check(self, example, schema, batched=False)
         out = dict(example)
         if self.enabled:
             out.update(self._example(key, example, schema, shape))
@@ -241,6 +271,9 @@ class Augmentation:
         """The augmentation of one example: only the moved fields, returned."""
         part_keys = dict(zip(_PARTS, jax.random.split(key, len(_PARTS)), strict=True))
         out = {}
+        if self.temporal:  # frames first: the geometry and intensities follow them
+            out.update(temporal.move_frames(self, part_keys, example, schema))
+            example = {**example, **out}
         if self.geometric:
             transform = geometry.draw(self, part_keys, shape)
             out.update(geometry.move_fields(transform, example, schema, shape))
