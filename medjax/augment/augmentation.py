@@ -192,7 +192,8 @@ class Augmentation:
     @property
     def temporal(self) -> bool:
         """Whether a temporal part can apply (else no frame is moved)."""
-        return self.phase_shift_probability > 0.0 or self.temporal_crop_frames is not None
+        crop = self.temporal_crop_frames is not None
+        return crop or self.phase_shift_probability > 0.0
 
     @property
     def geometric(self) -> bool:

@@ -35,18 +35,18 @@ def timed_keys(schema: roles.Schema) -> tuple[str, ...]:
 
 
 def check(settings, batch, schema, *, batched: bool) -> None:
-    """Before tracing: a temporal part needs fields with a time axis, all with
-    the same number of frames ``T``, and a crop no longer than ``T``."""
+    """Before tracing: the fields with a time axis have the same number of
+    frames ``T``, and a crop is no longer than ``T``. A batch without such fields
+    is left to the other parts (``augment=cine`` on 2D slices moves no frame)."""
     keys = timed_keys(schema)
     if not keys:
-        raise ValueError(
-            "augment: phase_shift_probability and temporal_crop_frames need a field "
-            f"with a time axis; the batch has none (its roles: {roles.describe(schema)})"
-        )
+        return
     axis = 1 if batched else 0
     lengths = {name: batch[name].shape[axis] for name in keys}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"augment: the fields with a time axis differ in length {lengths}")
+        raise ValueError(
+            f"augment: the fields with a time axis differ in length {lengths}"
+        )
     frames = next(iter(lengths.values()))
     crop = settings.temporal_crop_frames
     if crop is not None and crop > frames:
@@ -60,19 +60,25 @@ def frame_indices(settings, part_keys: dict, num_frames: int) -> jnp.ndarray:
     ``temporal_crop_frames``, or ``T`` without a crop)."""
     indices = jnp.arange(num_frames)
     if settings.phase_shift_probability > 0.0:
-        coin, value_key = draws.coin(part_keys["phase_shift"], settings.phase_shift_probability)
+        coin, value_key = draws.coin(
+            part_keys["phase_shift"], settings.phase_shift_probability
+        )
         shift = jax.random.randint(value_key, (), 1, max(num_frames, 2))
         indices = (indices + jnp.where(coin, shift, 0)) % num_frames
     crop = settings.temporal_crop_frames
     if crop is not None:
-        start = jax.random.randint(part_keys["temporal_crop"], (), 0, num_frames - crop + 1)
+        start = jax.random.randint(
+            part_keys["temporal_crop"], (), 0, num_frames - crop + 1
+        )
         indices = jax.lax.dynamic_slice_in_dim(indices, start, crop)
     return indices
 
 
 def move_frames(settings, part_keys: dict, example: dict, schema: roles.Schema) -> dict:
     """The example's fields with a time axis, their frames chosen alike (no
-    batch axis: ``[T, ...]`` each)."""
+    batch axis: ``[T, ...]`` each); none without such fields."""
     keys = timed_keys(schema)
+    if not keys:
+        return {}
     indices = frame_indices(settings, part_keys, example[keys[0]].shape[0])
     return {name: jnp.take(example[name], indices, axis=0) for name in keys}

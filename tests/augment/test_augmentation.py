@@ -479,7 +479,7 @@ AUGMENT_CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "augment", "*.yaml")
 
 def test_the_four_presets_exist():
     names = {os.path.splitext(os.path.basename(p))[0] for p in AUGMENT_CONFIGS}
-    assert names == {"none", "light", "standard", "strong"}
+    assert names == {"none", "light", "standard", "strong", "cine"}
 
 
 @pytest.mark.parametrize("path", AUGMENT_CONFIGS, ids=os.path.basename)

@@ -43,7 +43,13 @@ TASK_FOR_MODEL = {
 }
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').
-DATA_FOR_TASK = {"lesion_classification": ["data=phantoms_lesions"]}
+DATA_FOR_TASK = {
+    "lesion_classification": ["data=phantoms_lesions"],
+    # Cine tasks: a stand-in model that composes (the sequence models come with
+    # experiment=cine_ef, cine_motion).
+    "sequence_regression": ["data=phantoms_cine", "model=cnn_tiny", "model.num_classes=1"],
+    "sequence_classification": ["data=phantoms_cine"],
+}
 TASK_FOR_DATA = {
     "breast_cancer": ["task.image_key=features", "model=mlp_small"],
     "decathlon": ["task=segmentation", "task.num_classes=3", "task.class_names=null",

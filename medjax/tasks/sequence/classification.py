@@ -36,7 +36,8 @@ class SequenceClassificationTask(ClassificationTask):
         super().__post_init__()
         if self.input_role not in (None, roles.IMAGE):
             raise ValueError(
-                f"task.input_role: a sequence task reads an image, got {self.input_role!r}"
+                "task.input_role: a sequence task reads an image, "
+                f"got {self.input_role!r}"
             )
         if self.slice_axis is not None and self.slice_axis not in (0, 1, 2):
             raise ValueError(

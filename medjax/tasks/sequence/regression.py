@@ -60,7 +60,9 @@ class SequenceRegressionTask(Task):
         if not self.huber_delta > 0:
             raise ValueError(f"task.huber_delta: expected > 0, got {self.huber_delta}")
         if not self.target_scale > 0:
-            raise ValueError(f"task.target_scale: expected > 0, got {self.target_scale}")
+            raise ValueError(
+                f"task.target_scale: expected > 0, got {self.target_scale}"
+            )
 
     def needs(self) -> dict[str, str]:
         return {self.image_key: roles.IMAGE, self.target_key: roles.TARGET}
@@ -115,12 +117,15 @@ class SequenceRegressionTask(Task):
         warn_nonfinite_scores(predicted, "predictions", "mae, rmse and r2")
         mae = float(np.mean(np.abs(predicted - target)))
         rmse = float(np.sqrt(metrics.mean_squared_error(target, predicted)))
-        result = {"mae": mae, "rmse": rmse, "r2": float(metrics.r2_score(target, predicted))}
+        r2 = float(metrics.r2_score(target, predicted))
+        result = {"mae": mae, "rmse": rmse, "r2": r2}
         if self.percent_metrics:
             result.update(mae_pp=100 * mae, rmse_pp=100 * rmse)
         return result
 
-    def draw_cases(self, host_outputs: dict[str, np.ndarray], path: str, title: str = "") -> None:
+    def draw_cases(
+        self, host_outputs: dict[str, np.ndarray], path: str, title: str = ""
+    ) -> None:
         """Predicted against true targets of this evaluation, beside ``path``."""
         from medjax.viz.regression import plot_predicted_vs_true  # matplotlib here only
 
