@@ -11,15 +11,31 @@ from medjax.models.cnn import ConvBackbone, cnn_tiny
 from medjax.models.sequence import RecurrentEncoder, SequenceClassifier
 
 
-def random_params(module, x, scale=0.5):
-    """Random parameters of ``module`` for inputs like ``x``, none at zero (faster
-    than ``init``, whose orthogonal recurrent kernels take seconds to compile)."""
+def random_variables(module, x, scale=0.5):
+    """Random variables of ``module`` for inputs like ``x``: parameters from
+    N(0, scale), running means near 0 and variances in [0.5, 1.5].
+
+    Faster than ``init``, whose orthogonal recurrent kernels take seconds to
+    compile, and no bias is zero (flax starts them there), so every term of a
+    reference computation counts.
+    """
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
     rng = np.random.default_rng(1)
-    return jax.tree.map(
-        lambda a: jnp.asarray(scale * rng.normal(size=a.shape), a.dtype),
-        shapes["params"],
-    )
+
+    def draw(path, a):
+        if path[-1].key == "var":
+            values = rng.uniform(0.5, 1.5, a.shape)
+        elif path[-1].key == "mean":
+            values = 0.1 * rng.normal(size=a.shape)
+        else:
+            values = scale * rng.normal(size=a.shape)
+        return jnp.asarray(values, a.dtype)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def random_params(module, x):
+    return random_variables(module, x)["params"]
 
 
 def evaluate(module):
@@ -78,7 +94,6 @@ def numpy_rnn(cell, params, x):
 def test_stacked_layers_equal_a_numpy_step_by_step_reference(cell):
     x = jax.random.normal(jax.random.key(0), (2, 5, 3))
     encoder = RecurrentEncoder(cell, features=4, num_layers=2, return_sequences=True)
-    # random biases too (flax starts them at zero): checks where each enters
     params = random_params(encoder, x)
     expected = numpy_rnn(cell, params["layer0"]["cell"], np.asarray(x))
     expected = numpy_rnn(cell, params["layer1"]["cell"], expected)
@@ -186,24 +201,24 @@ def test_cnn_lstm_encodes_every_frame_as_the_backbone_alone():
         )[1]
 
     @jax.jit
-    def run():
-        variables = model.init(jax.random.key(0), x, train=False)
-        # one training step moves the running statistics away from their init
-        _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        variables = {"params": variables["params"], **updates}
+    def run(variables):
         own = {c: v["backbone"] for c, v in variables.items()}
         # each frame alone, and all frames as one batch of images
-        alone = [backbone.apply(own, x[:, t], train=False) for t in range(3)]
+        alone = jax.vmap(
+            lambda frame: backbone.apply(own, frame, train=False), in_axes=1, out_axes=1
+        )(x)
         images = x.reshape(6, 9, 11, 1)
         trained = backbone.apply(own, images, train=True, mutable=["batch_stats"])
         return (
             backbone_features(variables, False),
             backbone_features(variables, True),
-            jnp.stack(alone, axis=1),
+            alone,
             trained,
         )
 
-    evaluated, trained, alone, (trained_alone, stats_alone) = run()
+    evaluated, trained, alone, (trained_alone, stats_alone) = run(
+        random_variables(model, x)
+    )
     folded = evaluated["intermediates"]["backbone"]["__call__"][0]
     assert folded.shape == (6, 8)
     np.testing.assert_allclose(folded.reshape(2, 3, 8), alone, atol=1e-5)
@@ -246,55 +261,71 @@ TINY = [
     "r2plus1d_tiny",
     "convlstm_tiny",
 ]
-SMALL = [name.replace("_tiny", "_small") for name in TINY]
+PRESETS = TINY + [name.replace("_tiny", "_small") for name in TINY]
 
 
-@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_shapes_in_training_and_evaluation(name):
+    model = getattr(sequence, name)(num_outputs=3)
+    # the cine phantoms' 16 frames of 64 pixels; an odd tiny input for the tiny
+    shape = (2, 3, 9, 7, 1) if name.endswith("_tiny") else (2, 16, 64, 64, 1)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    lengths = jnp.array([2, shape[1]])
+
+    def run(x):
+        variables = model.init(jax.random.key(0), x, train=False)
+        trained, updates = model.apply(
+            variables,
+            x,
+            train=True,
+            seq_lengths=lengths,
+            mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(1)},
+        )
+        per_frame = model.clone(per_frame=True).apply(variables, x, train=False)
+        return trained, per_frame, updates, variables
+
+    # traced, not compiled: the shapes of every path at no compilation cost
+    trained, per_frame, updates, variables = jax.eval_shape(run, x)
+    assert trained.shape == (2, 3) and per_frame.shape == (2, shape[1], 3)
+    assert jax.tree.map(lambda a: a.shape, updates["batch_stats"]) == jax.tree.map(
+        lambda a: a.shape, variables["batch_stats"]
+    )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cnn_bilstm_tiny", "temporal_conv_tiny", "frame_mean_tiny", "r2plus1d_tiny",
+     "convlstm_tiny"],
+)
 def test_tiny_preset_trains_and_ignores_padded_frames(name):
     model = getattr(sequence, name)(num_outputs=3)
     steps, lengths = 4, jnp.array([2, 4])
     x = frames((2, steps, 9, 7, 1))
-    repadded = x.at[0, 2:].set(frames((2, 9, 7, 1), seed=5))
+    # pooled features of noise barely differ: pad with brighter, wider noise
+    repadded = x.at[0, 2:].set(4 * frames((2, 9, 7, 1), seed=5) + 3)
 
     @jax.jit
-    def train():
-        variables = model.init(jax.random.key(0), x, train=False)
+    def run(variables):
         out, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        return out, {"params": variables["params"], **updates}
-
-    @jax.jit
-    def evaluate(variables, x):
-        per_frame = model.clone(per_frame=True)
-        return (
-            model.apply(variables, x, train=False, seq_lengths=lengths),
-            model.apply(variables, x, train=False),
-            per_frame.apply(variables, x, train=False, seq_lengths=lengths),
+        variables = {"params": variables["params"], **updates}
+        # both paddings in one batch (evaluation normalises by running statistics)
+        both, both_lengths = jnp.concatenate([x, repadded]), jnp.tile(lengths, 2)
+        masked = model.apply(variables, both, train=False, seq_lengths=both_lengths)
+        unmasked = model.apply(variables, both, train=False)
+        per_frame = model.clone(per_frame=True).apply(
+            variables, both, train=False, seq_lengths=both_lengths
         )
+        return out, masked, unmasked, per_frame
 
-    out, variables = train()
-    assert out.shape == (2, 3) and np.isfinite(out).all()
-    masked, unmasked, per_frame = evaluate(variables, x)
-    assert per_frame.shape == (2, steps, 3)
-    np.testing.assert_array_equal(per_frame[0, 2:], 0.0)
+    out, masked, unmasked, per_frame = run(random_variables(model, x, scale=0.3))
+    assert np.isfinite(out).all()
+    np.testing.assert_array_equal(per_frame[:, 2:][::2], 0.0)
     # evaluation ignores what lies beyond a sequence's length
-    masked_again, unmasked_again, per_frame_again = evaluate(variables, repadded)
-    np.testing.assert_allclose(masked, masked_again, atol=1e-5)
-    np.testing.assert_allclose(per_frame, per_frame_again, atol=1e-5)
-    assert not np.allclose(unmasked[0], unmasked_again[0], atol=1e-4)
-
-
-@pytest.mark.parametrize("name", SMALL)
-def test_small_preset_shapes_on_a_cine_batch(name):
-    model = getattr(sequence, name)(num_outputs=1)
-    x = jax.ShapeDtypeStruct((2, 16, 64, 64, 1), jnp.float32)
-
-    def run(x):
-        variables = model.init(jax.random.key(0), x, train=False)
-        per_frame = model.clone(per_frame=True).apply(variables, x, train=False)
-        return model.apply(variables, x, train=False), per_frame
-
-    out, per_frame = jax.eval_shape(run, x)
-    assert out.shape == (2, 1) and per_frame.shape == (2, 16, 1)
+    np.testing.assert_allclose(masked[:2], masked[2:], atol=1e-5)
+    np.testing.assert_allclose(per_frame[:2], per_frame[2:], atol=1e-5)
+    # not vacuous: without the lengths, the padding would change the output
+    assert not np.allclose(unmasked[0], unmasked[2], atol=1e-4)
 
 
 def test_models_name_what_they_expected():
