@@ -1,6 +1,5 @@
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from medjax.models import sequence
 from medjax.models.cnn import ConvBackbone, cnn_tiny
 from medjax.models.sequence import RecurrentEncoder, SequenceClassifier
+from medjax.models.weights import copy_weights
 
 
 def random_variables(module, x, scale=0.5):
@@ -235,15 +235,19 @@ def test_cnn_lstm_encodes_every_frame_as_the_backbone_alone():
 def test_cnn_lstm_backbone_is_a_2d_classifiers_backbone():
     model = sequence.cnn_lstm_tiny(num_outputs=2)
     classifier = cnn_tiny(num_classes=5)
-    shapes = [
-        jax.eval_shape(lambda: m.init(jax.random.key(0), x, train=False))
-        for m, x in ((model, jnp.ones((1, 2, 8, 8, 1))), (classifier, jnp.ones((1, 8, 8, 1))))
-    ]
-    for collection in ("params", "batch_stats"):
-        ours, theirs = (s[collection]["backbone"] for s in shapes)
-        assert jax.tree.map(lambda a: a.shape, ours) == jax.tree.map(
-            lambda a: a.shape, theirs
-        )
+    ours = random_variables(model, jnp.ones((1, 2, 8, 8, 1)))
+    theirs = random_variables(classifier, jnp.ones((1, 8, 8, 1)))
+    # transfer learning's own copy by path: every backbone array fits
+    loaded, report = copy_weights(ours, theirs, {"backbone": "backbone"})
+    assert not report.mismatched and not report.missing and not report.unused
+    assert len(report.loaded) == len(
+        jax.tree.leaves(theirs["params"]["backbone"])
+    ) + len(jax.tree.leaves(theirs["batch_stats"]["backbone"]))
+    for got, expected in zip(
+        jax.tree.leaves(loaded["params"]["backbone"]),
+        jax.tree.leaves(theirs["params"]["backbone"]),
+    ):
+        np.testing.assert_array_equal(got, expected)
     assert model.parameter_groups() == classifier.parameter_groups()
     assert model.with_frozen_statistics(1).frozen_stages == 1
     given = SequenceClassifier(2, backbone=ConvBackbone(widths=(4, 8, 8)))
@@ -295,8 +299,13 @@ def test_preset_shapes_in_training_and_evaluation(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["cnn_bilstm_tiny", "temporal_conv_tiny", "frame_mean_tiny", "r2plus1d_tiny",
-     "convlstm_tiny"],
+    [
+        "cnn_bilstm_tiny",
+        "temporal_conv_tiny",
+        "frame_mean_tiny",
+        "r2plus1d_tiny",
+        "convlstm_tiny",
+    ],
 )
 def test_tiny_preset_trains_and_ignores_padded_frames(name):
     model = getattr(sequence, name)(num_outputs=3)
@@ -338,4 +347,6 @@ def test_models_name_what_they_expected():
             jax.random.key(0), jnp.ones((1, 8, 8, 1)), train=False
         )
     with pytest.raises(ValueError, match="model.cell"):
-        RecurrentEncoder("lstmm").init(jax.random.key(0), jnp.ones((1, 2, 3)), train=False)
+        RecurrentEncoder("lstmm").init(
+            jax.random.key(0), jnp.ones((1, 2, 3)), train=False
+        )

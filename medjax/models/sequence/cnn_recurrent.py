@@ -25,8 +25,9 @@ training, padded frames included; with variable lengths prefer ``norm=group``
 or ``instance`` (evaluation uses running statistics and is exact either way).
 """
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -181,7 +182,9 @@ class SequenceClassifier(nn.Module, Transferable):
         lengths = lengths_or_full(seq_lengths, batch, steps)
         mask = time_mask(lengths, steps)
         if self.encoder_kind == "mean":
-            summary = features if self.per_frame else masked_mean_over_time(features, mask)
+            summary = (
+                features if self.per_frame else masked_mean_over_time(features, mask)
+            )
         else:
             summary = self._temporal()(features, seq_lengths=lengths, train=train)
         summary = nn.Dropout(self.dropout_rate, deterministic=not train)(summary)
@@ -189,11 +192,21 @@ class SequenceClassifier(nn.Module, Transferable):
         return zero_padded_steps(outputs, mask) if self.per_frame else outputs
 
 
-cnn_lstm_tiny = partial(SequenceClassifier, encoder_kind="lstm", widths=(4, 8), features=8)
-cnn_gru_tiny = partial(SequenceClassifier, encoder_kind="gru", widths=(4, 8), features=8)
-cnn_rnn_tiny = partial(SequenceClassifier, encoder_kind="rnn", widths=(4, 8), features=8)
+cnn_lstm_tiny = partial(
+    SequenceClassifier, encoder_kind="lstm", widths=(4, 8), features=8
+)
+cnn_gru_tiny = partial(
+    SequenceClassifier, encoder_kind="gru", widths=(4, 8), features=8
+)
+cnn_rnn_tiny = partial(
+    SequenceClassifier, encoder_kind="rnn", widths=(4, 8), features=8
+)
 cnn_bilstm_tiny = partial(
-    SequenceClassifier, encoder_kind="lstm", bidirectional=True, widths=(4, 8), features=8
+    SequenceClassifier,
+    encoder_kind="lstm",
+    bidirectional=True,
+    widths=(4, 8),
+    features=8,
 )
 temporal_conv_tiny = partial(
     SequenceClassifier, encoder_kind="temporal_conv", widths=(4, 8), features=8
@@ -201,7 +214,7 @@ temporal_conv_tiny = partial(
 frame_mean_tiny = partial(SequenceClassifier, encoder_kind="mean", widths=(4, 8))
 
 # Small: the 16-32-64 plain CNN per 64-pixel frame, 64 hidden units over time.
-_small = dict(widths=(16, 32, 64), features=64, dropout_rate=0.1)
+_small = {"widths": (16, 32, 64), "features": 64, "dropout_rate": 0.1}
 cnn_lstm_small = partial(SequenceClassifier, encoder_kind="lstm", **_small)
 cnn_gru_small = partial(SequenceClassifier, encoder_kind="gru", **_small)
 cnn_rnn_small = partial(SequenceClassifier, encoder_kind="rnn", **_small)

@@ -17,8 +17,8 @@ Parameter names: the encoder's layer ``i`` is ``layer{i}`` (``cell``, or
 ``stem{i}`` (with ``stem{i}_norm``), the encoder ``temporal``, the head ``head``.
 """
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -154,7 +154,9 @@ class ConvLSTMClassifier(nn.Module):
         if self.per_frame:
             summary = jnp.mean(maps, axis=(2, 3))  # [B, T, H']
         else:
-            summary = jnp.mean(final_step(maps, lengths, self.bidirectional), axis=(1, 2))
+            summary = jnp.mean(
+                final_step(maps, lengths, self.bidirectional), axis=(1, 2)
+            )
         summary = nn.Dropout(self.dropout_rate, deterministic=not train)(summary)
         outputs = nn.Dense(self.num_outputs, name="head")(summary)
         return zero_padded_steps(outputs, mask) if self.per_frame else outputs

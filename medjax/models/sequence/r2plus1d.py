@@ -13,8 +13,8 @@ Parameter names: block ``i`` is ``block{i}`` (``spatial_conv``, ``spatial_norm``
 ``temporal_conv``, ``temporal_norm``); the classifier is ``head``.
 """
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -46,7 +46,9 @@ class R2Plus1DBlock(nn.Module):
     ) -> jnp.ndarray:
         """``x [B, T, H, W, C]``, ``mask [B, T]`` -> ``[B, T, H', W', features]``."""
         act = activation(self.activation)
-        norm = partial(normalization, self.norm, train=train, momentum=self.norm_momentum)
+        norm = partial(
+            normalization, self.norm, train=train, momentum=self.norm_momentum
+        )
         k, kt = self.kernel_size, self.temporal_kernel
         y = nn.Conv(
             self.features,

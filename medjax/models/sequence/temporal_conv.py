@@ -54,8 +54,6 @@ class TemporalConvEncoder(nn.Module):
         y = x
         for layer in range(self.num_layers):
             y = zero_padded_steps(y, mask)
-            y = act(
-                nn.Conv(self.features, (self.kernel_size,), name=f"conv{layer}")(y)
-            )
+            y = act(nn.Conv(self.features, (self.kernel_size,), name=f"conv{layer}")(y))
         y = zero_padded_steps(y, mask)
         return y if self.return_sequences else masked_mean_over_time(y, mask)
