@@ -45,10 +45,9 @@ TASK_FOR_MODEL = {
 # that reads them (the default task classifies images by their 'label').
 DATA_FOR_TASK = {
     "lesion_classification": ["data=phantoms_lesions"],
-    # Cine tasks: a stand-in model that composes (the sequence models come with
-    # experiment=cine_ef, cine_motion).
-    "sequence_regression": ["data=phantoms_cine", "model=cnn_tiny", "model.num_classes=1"],
-    "sequence_classification": ["data=phantoms_cine"],
+    # Cine tasks read frames [B, T, H, W, C]: a sequence model.
+    "sequence_regression": ["data=phantoms_cine", "model=frame_mean_tiny"],
+    "sequence_classification": ["data=phantoms_cine", "model=cnn_lstm_tiny"],
 }
 TASK_FOR_DATA = {
     "breast_cancer": ["task.image_key=features", "model=mlp_small"],
