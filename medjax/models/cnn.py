@@ -156,6 +156,27 @@ class ConvBackbone(nn.Module):
         return jnp.mean(x, axis=tuple(range(1, 1 + dims)))
 
 
+# The fields a model shares with the ConvBackbone it builds (besides ``widths``,
+# ``spatial_dims`` and its name).
+BACKBONE_FIELDS = (
+    "blocks_per_stage", "residual", "norm", "norm_momentum", "stem",
+    "frozen_stages", "activation",
+)
+
+
+def backbone_like(
+    model: nn.Module, *, spatial_dims: int, name: str = "backbone"
+) -> ConvBackbone:
+    """The ``ConvBackbone`` that ``model``'s own backbone fields describe
+    (``widths`` and ``BACKBONE_FIELDS``, as :class:`CNNClassifier` has them)."""
+    return ConvBackbone(
+        widths=tuple(model.widths),
+        spatial_dims=spatial_dims,
+        name=name,
+        **{field: getattr(model, field) for field in BACKBONE_FIELDS},
+    )
+
+
 class CNNClassifier(nn.Module, Transferable):
     """Image or volume classifier.
 
@@ -195,18 +216,7 @@ class CNNClassifier(nn.Module, Transferable):
     activation: str = "relu"
 
     def _backbone(self) -> ConvBackbone:
-        return ConvBackbone(
-            widths=tuple(self.widths),
-            blocks_per_stage=self.blocks_per_stage,
-            residual=self.residual,
-            spatial_dims=self.spatial_dims,
-            norm=self.norm,
-            norm_momentum=self.norm_momentum,
-            stem=self.stem,
-            frozen_stages=self.frozen_stages,
-            activation=self.activation,
-            name="backbone",
-        )
+        return backbone_like(self, spatial_dims=self.spatial_dims)
 
     def parameter_groups(self) -> ParameterGroups:
         stages = backbone_stages(self.widths, self.blocks_per_stage, "backbone")

@@ -22,7 +22,12 @@ from functools import partial
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.cnn import RESNET_WIDTHS, ConvBackbone, backbone_stages
+from medjax.models.cnn import (
+    RESNET_WIDTHS,
+    ConvBackbone,
+    backbone_like,
+    backbone_stages,
+)
 from medjax.models.groups import ParameterGroups, Transferable
 
 
@@ -95,18 +100,7 @@ class MultistreamCNN(nn.Module, Transferable):
         return dims
 
     def _backbone(self, spatial_dims: int, name: str) -> ConvBackbone:
-        return ConvBackbone(
-            widths=tuple(self.widths),
-            blocks_per_stage=self.blocks_per_stage,
-            residual=self.residual,
-            spatial_dims=spatial_dims,
-            norm=self.norm,
-            norm_momentum=self.norm_momentum,
-            stem=self.stem,
-            frozen_stages=self.frozen_stages,
-            activation=self.activation,
-            name=name,
-        )
+        return backbone_like(self, spatial_dims=spatial_dims, name=name)
 
     @nn.compact
     def __call__(self, views: Sequence[jnp.ndarray], *, train: bool) -> jnp.ndarray:

@@ -32,12 +32,11 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.cnn import ConvBackbone, backbone_stages
+from medjax.models.cnn import ConvBackbone, backbone_like, backbone_stages
 from medjax.models.groups import ParameterGroups, Transferable, single_stage
 from medjax.models.sequence.masking import (
-    lengths_or_full,
     masked_mean_over_time,
-    time_mask,
+    valid_steps,
     zero_padded_steps,
 )
 from medjax.models.sequence.recurrent import CELLS, RecurrentEncoder
@@ -102,18 +101,7 @@ class SequenceClassifier(nn.Module, Transferable):
     def _frame_backbone(self) -> nn.Module:
         if self.backbone is not None:
             return self.backbone
-        return ConvBackbone(
-            widths=tuple(self.widths),
-            blocks_per_stage=self.blocks_per_stage,
-            residual=self.residual,
-            spatial_dims=2,
-            norm=self.norm,
-            norm_momentum=self.norm_momentum,
-            stem=self.stem,
-            frozen_stages=self.frozen_stages,
-            activation=self.activation,
-            name="backbone",
-        )
+        return backbone_like(self, spatial_dims=2)
 
     def parameter_groups(self) -> ParameterGroups:
         chosen = self.backbone
@@ -178,9 +166,7 @@ class SequenceClassifier(nn.Module, Transferable):
                 f"got {self.encoder_kind!r}"
             )
         features = self._encode_frames(x, train=train)
-        batch, steps = x.shape[:2]
-        lengths = lengths_or_full(seq_lengths, batch, steps)
-        mask = time_mask(lengths, steps)
+        lengths, mask = valid_steps(seq_lengths, x)
         if self.encoder_kind == "mean":
             summary = (
                 features if self.per_frame else masked_mean_over_time(features, mask)

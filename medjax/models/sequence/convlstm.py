@@ -27,8 +27,7 @@ from medjax.models.layers import activation, normalization
 from medjax.models.sequence.cnn_recurrent import check_frames
 from medjax.models.sequence.masking import (
     final_step,
-    lengths_or_full,
-    time_mask,
+    valid_steps,
     zero_padded_steps,
 )
 
@@ -75,9 +74,7 @@ class ConvLSTMEncoder(nn.Module):
         padded steps (``H' = features``, doubled when bidirectional)."""
         del train  # no dropout or normalisation inside the recurrence
         check_frames(type(self).__name__, x)
-        batch, steps = x.shape[:2]
-        lengths = lengths_or_full(seq_lengths, batch, steps)
-        mask = time_mask(lengths, steps)
+        lengths, mask = valid_steps(seq_lengths, x)
         y = x
         for layer in range(self.num_layers):
             rnn = conv_lstm_layer(
@@ -130,8 +127,7 @@ class ConvLSTMClassifier(nn.Module):
         frames) with ``per_frame``."""
         check_frames(type(self).__name__, x)
         batch, steps = x.shape[:2]
-        lengths = lengths_or_full(seq_lengths, batch, steps)
-        mask = time_mask(lengths, steps)
+        lengths, mask = valid_steps(seq_lengths, x)
         act = activation(self.activation)
         y = x.reshape((batch * steps,) + x.shape[2:])
         for index, width in enumerate(self.stem_widths):

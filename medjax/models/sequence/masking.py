@@ -21,6 +21,16 @@ def time_mask(seq_lengths: jnp.ndarray, steps: int) -> jnp.ndarray:
     return jnp.arange(steps)[None, :] < seq_lengths[:, None]
 
 
+def valid_steps(
+    seq_lengths: jnp.ndarray | None, x: jnp.ndarray
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """For a batch of sequences ``x [B, T, ...]``: its ``seq_lengths [B]`` int32
+    (all ``T`` when None) and the ``[B, T]`` mask of its valid steps."""
+    batch, steps = x.shape[:2]
+    lengths = lengths_or_full(seq_lengths, batch, steps)
+    return lengths, time_mask(lengths, steps)
+
+
 def zero_padded_steps(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     """``x [B, T, ...]`` with the steps where ``mask [B, T]`` is False set to 0."""
     mask = mask.reshape(mask.shape + (1,) * (x.ndim - 2))

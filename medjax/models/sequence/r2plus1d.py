@@ -22,9 +22,8 @@ import jax.numpy as jnp
 from medjax.models.layers import activation, normalization
 from medjax.models.sequence.cnn_recurrent import check_frames
 from medjax.models.sequence.masking import (
-    lengths_or_full,
     masked_mean_over_time,
-    time_mask,
+    valid_steps,
     zero_padded_steps,
 )
 
@@ -100,8 +99,7 @@ class R2Plus1DClassifier(nn.Module):
         valid frames), or ``[B, T, num_outputs]`` (zero at padded frames) with
         ``per_frame``."""
         check_frames(type(self).__name__, x)
-        batch, steps = x.shape[:2]
-        mask = time_mask(lengths_or_full(seq_lengths, batch, steps), steps)
+        _, mask = valid_steps(seq_lengths, x)
         y = x
         for stage, width in enumerate(self.widths):
             y = R2Plus1DBlock(

@@ -23,8 +23,7 @@ import jax.numpy as jnp
 
 from medjax.models.sequence.masking import (
     final_step,
-    lengths_or_full,
-    time_mask,
+    valid_steps,
     zero_padded_steps,
 )
 
@@ -122,9 +121,7 @@ class RecurrentEncoder(nn.Module):
             )
         if self.num_layers < 1:
             raise ValueError(f"model.num_layers: expected >= 1, got {self.num_layers}")
-        batch, steps = x.shape[:2]
-        lengths = lengths_or_full(seq_lengths, batch, steps)
-        mask = time_mask(lengths, steps)
+        lengths, mask = valid_steps(seq_lengths, x)
         y = x
         for layer in range(self.num_layers):
             if layer > 0:

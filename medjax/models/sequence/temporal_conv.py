@@ -12,9 +12,8 @@ import jax.numpy as jnp
 
 from medjax.models.layers import activation
 from medjax.models.sequence.masking import (
-    lengths_or_full,
     masked_mean_over_time,
-    time_mask,
+    valid_steps,
     zero_padded_steps,
 )
 
@@ -48,8 +47,7 @@ class TemporalConvEncoder(nn.Module):
         """Encodes ``x [B, T, F]`` to ``[B, features]`` (or ``[B, T, features]``,
         zero at padded steps, with ``return_sequences``)."""
         del train  # no dropout or normalisation here
-        batch, steps = x.shape[:2]
-        mask = time_mask(lengths_or_full(seq_lengths, batch, steps), steps)
+        _, mask = valid_steps(seq_lengths, x)
         act = activation(self.activation)
         y = x
         for layer in range(self.num_layers):
