@@ -33,6 +33,18 @@ def tiny_data(data_dir):
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_cine(tmp_path_factory):
+    """Cine phantoms of 4 frames of 16 x 16 pixels, 8 / 4 / 4 sequences."""
+    from medjax.data.datasets.phantoms import phantoms
+
+    return phantoms(
+        kind="cine2d", image_size=16, num_frames=4,
+        split_sizes={"train": 8, "validation": 4, "test": 4},
+        data_dir=str(tmp_path_factory.mktemp("cine")), batch_size=4, eval_batch_size=4,
+    )
+
+
 CLI_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cli")
 
 

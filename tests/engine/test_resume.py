@@ -1,4 +1,6 @@
-"""Stopping and resuming repeats exactly what an uninterrupted run does."""
+"""Stopping and resuming repeats exactly what an uninterrupted run does: for a CNN
+on the torso phantoms and for a CNN-LSTM on the cine phantoms (the recurrent
+carry and the per-sequence augmentation must come back exactly too)."""
 
 import json
 import os
@@ -9,37 +11,63 @@ import pytest
 
 from medjax.augment import Augmentation
 from medjax.models.cnn import cnn_tiny
+from medjax.models.sequence import cnn_lstm_tiny
 from medjax.tasks.classification.task import ClassificationTask
+from medjax.tasks.sequence import SequenceClassificationTask
 from medjax.engine import sharding
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.loop import train
 from medjax.engine.state import init_state
 from medjax.engine.optim import make_optimizer
 
-N = 5  # 8 steps an epoch: resuming at 5 and running to 10 crosses an epoch
+N = 5  # 8 steps an epoch on the torso phantoms, 2 on the cine ones: resuming at 5
+# and running to 10 crosses an epoch
 AUGMENT = Augmentation(
     rotation_probability=0.5, rotation_degrees=10, noise_probability=0.5,
     noise_std_range=(0.0, 0.05),
 )
+# One in-plane transform per cine and a cyclic phase shift: randomness per sequence.
+CINE_AUGMENT = Augmentation(
+    rotation_probability=0.5, rotation_degrees=10, phase_shift_probability=0.5,
+)
+# name: (task, model (dropout: randomness in the step), data fixture, augmentation)
+SETUPS = {
+    "cnn": (
+        ClassificationTask,
+        lambda: cnn_tiny(num_classes=2, dropout_rate=0.3),
+        "tiny_data",
+        AUGMENT,
+    ),
+    "cnn_lstm": (
+        SequenceClassificationTask,
+        lambda: cnn_lstm_tiny(num_outputs=2, dropout_rate=0.3),
+        "tiny_cine",
+        CINE_AUGMENT,
+    ),
+}
 
 
-def train_to(run_dir, data, max_steps):
-    task = ClassificationTask()
+def build(setup):
+    task, model, _, augment = SETUPS[setup]
+    return task(), model(), augment
+
+
+def train_to(run_dir, data, max_steps, setup):
+    task, model, augment = build(setup)
     return train(
         task=task,
-        model=cnn_tiny(num_classes=2, dropout_rate=0.3),  # randomness in the step
+        model=model,
         tx=make_optimizer("adamw", lr=1e-2, total_steps=2 * N, warmup_steps=2),
         data=data, run_dir=str(run_dir), max_steps=max_steps, eval_every=N,
-        augment=AUGMENT,  # randomness in the data too
+        augment=augment,  # randomness in the data too
         checkpoint_every=3, log_every=1, best_metric="auroc", progress=False,
     )
 
 
-def final_state(run_dir, data, step):
-    task = ClassificationTask()
+def final_state(run_dir, data, step, setup):
+    task, model, _ = build(setup)
     tx = make_optimizer("adamw", lr=1e-2, total_steps=2 * N, warmup_steps=2)
-    template = init_state(cnn_tiny(num_classes=2, dropout_rate=0.3), tx, data, task,
-                          sharding.data_mesh(), seed=0)
+    template = init_state(model, tx, data, task, sharding.data_mesh(), seed=0)
     checkpoints = Checkpoints(os.path.join(run_dir, "checkpoints"))
     assert checkpoints.latest_step() == step
     state = jax.device_get(checkpoints.restore(template, step))
@@ -53,22 +81,29 @@ def train_losses(run_dir):
     return [(r["step"], r["loss"]) for r in records if r["split"] == "train"]
 
 
+@pytest.fixture(scope="module", params=list(SETUPS))
+def setup(request):
+    return request.param, request.getfixturevalue(SETUPS[request.param][2])
+
+
 @pytest.fixture(scope="module")
-def runs(tiny_data, tmp_path_factory):
-    straight = tmp_path_factory.mktemp("straight")
-    resumed = tmp_path_factory.mktemp("resumed")
-    train_to(straight, tiny_data, 2 * N)
-    train_to(resumed, tiny_data, N)
-    assert final_state(resumed, tiny_data, N).step == N
+def runs(setup, tmp_path_factory):
+    name, data = setup
+    straight = tmp_path_factory.mktemp(f"straight_{name}")
+    resumed = tmp_path_factory.mktemp(f"resumed_{name}")
+    train_to(straight, data, 2 * N, name)
+    train_to(resumed, data, N, name)
+    assert final_state(resumed, data, N, name).step == N
     # an interrupted run may have logged past its last checkpoint: dropped on resume
     with open(os.path.join(resumed, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"step": N + 1, "split": "train", "loss": 123.0}) + "\n")
-    train_to(resumed, tiny_data, 2 * N)
+    train_to(resumed, data, 2 * N, name)
     return straight, resumed
 
 
-def test_resumed_parameters_are_identical(runs, tiny_data):
-    straight, resumed = (final_state(r, tiny_data, 2 * N) for r in runs)
+def test_resumed_parameters_are_identical(runs, setup):
+    name, data = setup
+    straight, resumed = (final_state(r, data, 2 * N, name) for r in runs)
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
 

@@ -136,17 +136,6 @@ def test_a_slice_stack_moves_a_spatial_axis_to_time_and_augments_as_a_sequence()
         task.prepare_batch(None, {"image": volume[..., 0, :]}, train=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_cine(tmp_path_factory):
-    from medjax.data.datasets.phantoms import phantoms
-
-    return phantoms(
-        kind="cine2d", image_size=16, num_frames=4,
-        split_sizes={"train": 8, "validation": 4, "test": 4},
-        data_dir=str(tmp_path_factory.mktemp("cine")), batch_size=4, eval_batch_size=4,
-    )
-
-
 @pytest.mark.parametrize("kind", ["regression", "classification"])
 def test_each_task_trains_end_to_end_on_four_devices(kind, tiny_cine, tmp_path):
     from medjax.augment import Augmentation
