@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from medjax.augment import Augmentation
+from medjax.engine import sharding
+from medjax.engine.checkpoint import Checkpoints
+from medjax.engine.loop import train
+from medjax.engine.optim import make_optimizer
+from medjax.engine.state import init_state
 from medjax.models.cnn import cnn_tiny
 from medjax.models.sequence import cnn_lstm_tiny
 from medjax.tasks.classification.task import ClassificationTask
 from medjax.tasks.sequence import SequenceClassificationTask
-from medjax.engine import sharding
-from medjax.engine.checkpoint import Checkpoints
-from medjax.engine.loop import train
-from medjax.engine.state import init_state
-from medjax.engine.optim import make_optimizer
 
 N = 5  # 8 steps an epoch on the torso phantoms, 2 on the cine ones: resuming at 5
 # and running to 10 crosses an epoch
