@@ -7,7 +7,8 @@ so cannot learn from them; :func:`input_gradient_norms` measures that
 (``experiments/sequences/vanishing_gradient``).
 """
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
