@@ -37,7 +37,9 @@ def draw_accuracy(results, path):
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for cell in cells_of(results):
         rows = rows_of(results, cell)
-        ks = [r["distance"] for r in rows]
+        # Cells a little apart on the axis, so that equal accuracies stay visible.
+        shift = {"rnn": 1.0, "gru": 0.96, "lstm": 1.04}[cell]
+        ks = [r["distance"] * shift for r in rows]
         acc = np.array([r["accuracy"] for r in rows])  # [K, S]
         ax.errorbar(
             ks,
