@@ -16,7 +16,8 @@ whatever is generated. A sequence stops at ``<eos>``: every later position is
 never chosen. One that reaches the last step
 without ``<eos>`` is returned cut short (no ``<eos>``). Beam scores are summed
 log-probabilities with no length normalisation (the findings are short and of
-a few fixed lengths; a finished beam competes with its final score).
+a few fixed lengths; a finished beam competes with its final score, and the
+best finished one is kept aside so it is never pruned).
 
 The engine applies a model to one argument, so ``__call__`` also takes the pair
 ``(image, tokens)`` as its first argument, and ``(image, Decoding(...))``
@@ -103,22 +104,26 @@ def beam_search(
     ``carry`` is the initial state of ``batch`` sequences; each is repeated for
     the beams (leaves ``[batch, ...] -> [batch * beam_width, ...]``). A finished
     beam (it emitted ``<eos>``) extends only by ``<pad>`` at no cost, so it keeps
-    its score and competes with the open ones. At the first step only one beam
-    is live (the others start at -inf), so no prefix is kept twice. With
-    ``beam_width=1`` this is :func:`greedy_search`.
+    its score and competes with the open ones; the best sequence that finished
+    inside the beam is also kept aside, so open prefixes that score higher for a
+    while and then fall cannot push it out. The result is the best of it and the
+    beams left at the last step (those may be cut short, without ``<eos>``). At
+    the first step only one beam is live (the others start at -inf), so no prefix
+    is kept twice. With ``beam_width=1`` this is :func:`greedy_search`.
 
     Returns:
         ``tokens [batch, max_length]`` and the summed log-probabilities ``[batch]``
-        of the best beam.
+        of the best sequence.
     """
     width = beam_width
     carry = jax.tree.map(lambda x: jnp.repeat(x, width, axis=0), carry)
     tokens = jnp.full((batch, width, max_length), pad, jnp.int32).at[:, :, 0].set(bos)
     scores = jnp.tile(jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf), (batch, 1))
     done = jnp.zeros((batch, width), bool)
+    kept = (tokens[:, 0], jnp.full((batch,), -jnp.inf))  # best finished so far
 
     def one_step(state, position):
-        carry, tokens, scores, done = state
+        carry, tokens, scores, done, kept = state
         last = jnp.take_along_axis(tokens, (position - 1)[None, None, None], axis=2)
         carry, log_probs = step(carry, last.reshape(batch * width))
         vocab = log_probs.shape[-1]
@@ -131,19 +136,31 @@ def beam_search(
         beam, token = best // vocab, (best % vocab).astype(jnp.int32)
         tokens = jnp.take_along_axis(tokens, beam[..., None], axis=1)
         tokens = tokens.at[:, :, position].set(token)
-        done = jnp.take_along_axis(done, beam, axis=1) | (token == eos)
+        done = jnp.take_along_axis(done, beam, axis=1)
+        ended = (token == eos) & ~done  # finished at this step
+        done = done | ended
+        ended_scores = jnp.where(ended, scores, -jnp.inf)
+        top = jnp.argmax(ended_scores, axis=1)
+        top_score = jnp.take_along_axis(ended_scores, top[:, None], axis=1)[:, 0]
+        top_tokens = jnp.take_along_axis(tokens, top[:, None, None], axis=1)[:, 0]
+        better = top_score > kept[1]
+        kept = (jnp.where(better[:, None], top_tokens, kept[0]),
+                jnp.where(better, top_score, kept[1]))
         rows = (jnp.arange(batch)[:, None] * width + beam).reshape(-1)
         carry = jax.tree.map(lambda x: x[rows], carry)
-        return (carry, tokens, scores, done), None
+        return (carry, tokens, scores, done, kept), None
 
-    state = (carry, tokens, scores, done)
-    (_, tokens, scores, _), _ = jax.lax.scan(
+    state = (carry, tokens, scores, done, kept)
+    (_, tokens, scores, _, kept), _ = jax.lax.scan(
         one_step, state, jnp.arange(1, max_length)
     )
     best = jnp.argmax(scores, axis=1)
+    final_tokens = jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
+    final_score = jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+    use_kept = kept[1] >= final_score
     return (
-        jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0],
-        jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0],
+        jnp.where(use_kept[:, None], kept[0], final_tokens),
+        jnp.where(use_kept, kept[1], final_score),
     )
 
 

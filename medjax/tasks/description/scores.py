@@ -38,6 +38,7 @@ def description_scores(
     said_fields = np.array([coder.parse(w) for w in said_words]).reshape(-1, 3)
     (count, kind, size), (said_count, said_kind, said_size) = true_fields.T, said_fields.T
     lesion = count > 0
+    said_size = np.where(said_count == 0, -1, said_size)  # "no lesion" states no size
     said_presence = np.where(said_count >= 0, said_count > 0, kind == 0)  # unparsed: wrong
 
     def over_lesions(right: np.ndarray) -> float:
