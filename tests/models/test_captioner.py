@@ -37,7 +37,7 @@ MYOPIC[A, [EOS, A, B]] = [0.3, 0.35, 0.35]
 MYOPIC[B, EOS] = 1.0
 MYOPIC[EOS, EOS] = 1.0
 MYOPIC /= MYOPIC.sum(1, keepdims=True)
-SPECIAL = dict(bos=BOS, eos=EOS, pad=PAD)
+SPECIAL = {"bos": BOS, "eos": EOS, "pad": PAD}
 
 
 def test_beam_search_beats_myopic_greedy_on_a_hand_built_decoder():
@@ -52,8 +52,9 @@ def test_beam_search_beats_myopic_greedy_on_a_hand_built_decoder():
     # Width 1 is greedy, tokens and score.
     # A wider beam keeps the best finished sequence however long it runs.
     wide, wide_score = beam_search(step, carry, 1, 6, 4, **SPECIAL)
-    assert wide[0, :3].tolist() == [BOS, B, EOS] and float(wide_score[0]) == pytest.approx(
-        float(beam_score[0]), abs=1e-6)
+    assert wide[0, :3].tolist() == [BOS, B, EOS] and float(
+        wide_score[0]
+    ) == pytest.approx(float(beam_score[0]), abs=1e-6)
     one, one_score = beam_search(step, carry, 1, 6, 1, **SPECIAL)
     np.testing.assert_array_equal(one, greedy)
     np.testing.assert_allclose(one_score, greedy_score, rtol=1e-6)
@@ -88,10 +89,12 @@ def test_decoding_agrees_with_teacher_forcing_and_width_one_is_greedy(tiny):
     allowed = log_probs.at[..., jnp.array([BOS, PAD])].set(-jnp.inf)
     open_steps = jnp.cumsum(tokens[:, :-1] == EOS, axis=1) == 0  # before <eos>
     np.testing.assert_array_equal(
-        jnp.where(open_steps, allowed.argmax(-1), PAD), tokens[:, 1:])
+        jnp.where(open_steps, allowed.argmax(-1), PAD), tokens[:, 1:]
+    )
     picked = jnp.take_along_axis(log_probs, tokens[:, 1:, None], -1)[..., 0]
     np.testing.assert_allclose(
-        jnp.where(open_steps, picked, 0).sum(-1), greedy["log_prob"], rtol=1e-5)
+        jnp.where(open_steps, picked, 0).sum(-1), greedy["log_prob"], rtol=1e-5
+    )
     beam1 = model.apply(variables, (image, Decoding("beam", 1)))
     np.testing.assert_array_equal(beam1["tokens"], tokens)
     # Width 3 returns the tokens whose teacher-forced score it reports. (Not
@@ -102,7 +105,8 @@ def test_decoding_agrees_with_teacher_forcing_and_width_one_is_greedy(tiny):
     open_steps = jnp.cumsum(tokens[:, :-1] == EOS, axis=1) == 0
     picked = jnp.take_along_axis(log_probs, tokens[:, 1:, None], -1)[..., 0]
     np.testing.assert_allclose(
-        jnp.where(open_steps, picked, 0).sum(-1), beam3["log_prob"], rtol=1e-5)
+        jnp.where(open_steps, picked, 0).sum(-1), beam3["log_prob"], rtol=1e-5
+    )
 
 
 def test_every_step_conditioning_and_bad_options():
@@ -112,9 +116,13 @@ def test_every_step_conditioning_and_bad_options():
     assert "image_to_c" not in variables["params"]
     # The LSTM reads the embedding (8) and the image vector (8) at every step.
     assert variables["params"]["decoder"]["cell"]["ii"]["kernel"].shape == (16, 8)
-    assert model.apply(variables, (image, Decoding("beam", 2)))["tokens"].shape == (2, 5)
+    assert model.apply(variables, (image, Decoding("beam", 2)))["tokens"].shape == (
+        2,
+        5,
+    )
     with pytest.raises(ValueError, match="decoding: expected one of"):
         Decoding("sample")
     with pytest.raises(ValueError, match="model.image_input"):
         captioner_tiny(vocab_size=9, image_input="cross_attention").init(
-            jax.random.key(0), (image, tokens))
+            jax.random.key(0), (image, tokens)
+        )

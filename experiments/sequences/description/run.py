@@ -24,15 +24,21 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from runner import arguments, bar_plot, mean_sd, train  # noqa: E402
+from runner import arguments, bar_plot, mean_sd, train
 
 # Sized for about 25 minutes of a shared 2-core CPU (see the README): a narrow
 # backbone and a 64-unit LSTM on batches of 16 of the 64 x 64 slices.
 SIZES = ["model.widths=[8,16,32]", "model.features=64", "trainer.progress=false"]
 DECODINGS = {"greedy": ("greedy", 1), "beam": ("beam", 3)}
 METRICS = (
-    "exact_match", "presence_accuracy", "count_accuracy", "type_accuracy",
-    "size_accuracy", "size_within_one_bin", "bleu4", "well_formed",
+    "exact_match",
+    "presence_accuracy",
+    "count_accuracy",
+    "type_accuracy",
+    "size_accuracy",
+    "size_within_one_bin",
+    "bleu4",
+    "well_formed",
 )
 
 
@@ -48,13 +54,20 @@ def evaluate_decodings(run_dir: str) -> dict[str, dict]:
     for name, (strategy, width) in DECODINGS.items():
         decoded = dataclasses.replace(task, decoding=strategy, beam_width=width)
         result = evaluate_checkpoint(
-            task=decoded, model=model, tx=tx, data=data, run_dir=run_dir, split="test",
-            seed=cfg.seed, best_metric=cfg.trainer.best_metric,
+            task=decoded,
+            model=model,
+            tx=tx,
+            data=data,
+            run_dir=run_dir,
+            split="test",
+            seed=cfg.seed,
+            best_metric=cfg.trainer.best_metric,
             best_mode=cfg.trainer.best_mode,
         )
         scores[name] = {**result["metrics"], "step": result["step"]}
         figure = os.path.join(
-            run_dir, "figures", f"test_step_{result['step']:06d}_findings.png")
+            run_dir, "figures", f"test_step_{result['step']:06d}_findings.png"
+        )
         shutil.copy(figure, os.path.join(run_dir, f"test_findings_{name}.png"))
     return scores
 
@@ -88,35 +101,68 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         run_dir = os.path.join(args.runs, f"seed{seed}")
-        summary = train([
-            "experiment=describe_lesions", f"seed={seed}", *SIZES,
-            f"trainer.max_steps={args.steps}", f"trainer.eval_every={every}",
-            f"trainer.checkpoint_every={every}",
-        ], run_dir)
+        summary = train(
+            [
+                "experiment=describe_lesions",
+                f"seed={seed}",
+                *SIZES,
+                f"trainer.max_steps={args.steps}",
+                f"trainer.eval_every={every}",
+                f"trainer.checkpoint_every={every}",
+            ],
+            run_dir,
+        )
         for decoding, metrics in evaluate_decodings(run_dir).items():
-            row = {"variant": decoding, "seed": seed, "run_dir": run_dir, **metrics,
-                   "parameters": summary["parameters"],
-                   "wall_seconds": summary["wall_seconds"]}
-            print({k: row[k] for k in ("variant", "seed", "exact_match", "bleu4")},
-                  flush=True)
+            row = {
+                "variant": decoding,
+                "seed": seed,
+                "run_dir": run_dir,
+                **metrics,
+                "parameters": summary["parameters"],
+                "wall_seconds": summary["wall_seconds"],
+            }
+            print(
+                {k: row[k] for k in ("variant", "seed", "exact_match", "bleu4")},
+                flush=True,
+            )
             results.append(row)
     baseline = most_common_finding_baseline()
     with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"runs": results, "baseline": baseline, "sizes": SIZES,
-                   "steps": args.steps}, f, indent=2)
+        json.dump(
+            {
+                "runs": results,
+                "baseline": baseline,
+                "sizes": SIZES,
+                "steps": args.steps,
+            },
+            f,
+            indent=2,
+        )
     first = os.path.join(args.runs, f"seed{args.seeds[0]}", "test_findings_greedy.png")
     shutil.copy(first, os.path.join(HERE, "examples.png"))
     names = {"greedy": "greedy", "beam": "beam (width 3)"}
-    bar_plot(results, names, ("exact_match", "type_accuracy", "size_accuracy", "bleu4"),
-             os.path.join(HERE, "scores.png"), "captioner, 500 test slices", ylim=(0, 1))
+    bar_plot(
+        results,
+        names,
+        ("exact_match", "type_accuracy", "size_accuracy", "bleu4"),
+        os.path.join(HERE, "scores.png"),
+        "captioner, 500 test slices",
+        ylim=(0, 1),
+    )
     print("| decoding | " + " | ".join(METRICS) + " |")
     print("| --- |" + " ---: |" * len(METRICS))
     for variant, name in names.items():
         rows = [r for r in results if r["variant"] == variant]
-        print(f"| {name} | " + " | ".join(mean_sd([r[m] for r in rows]) for m in METRICS)
-              + " |")
-    print(f"| most common finding ({baseline['finding']}) | "
-          + " | ".join(f"{baseline[m]:.3f}" for m in METRICS) + " |")
+        print(
+            f"| {name} | "
+            + " | ".join(mean_sd([r[m] for r in rows]) for m in METRICS)
+            + " |"
+        )
+    print(
+        f"| most common finding ({baseline['finding']}) | "
+        + " | ".join(f"{baseline[m]:.3f}" for m in METRICS)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

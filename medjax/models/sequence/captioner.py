@@ -96,8 +96,15 @@ def greedy_search(
 
 
 def beam_search(
-    step: StepFn, carry, batch: int, max_length: int, beam_width: int, *,
-    bos: int, eos: int, pad: int,
+    step: StepFn,
+    carry,
+    batch: int,
+    max_length: int,
+    beam_width: int,
+    *,
+    bos: int,
+    eos: int,
+    pad: int,
 ):
     """The ``beam_width`` best prefixes kept at every step; the best at the end.
 
@@ -144,8 +151,10 @@ def beam_search(
         top_score = jnp.take_along_axis(ended_scores, top[:, None], axis=1)[:, 0]
         top_tokens = jnp.take_along_axis(tokens, top[:, None, None], axis=1)[:, 0]
         better = top_score > kept[1]
-        kept = (jnp.where(better[:, None], top_tokens, kept[0]),
-                jnp.where(better, top_score, kept[1]))
+        kept = (
+            jnp.where(better[:, None], top_tokens, kept[0]),
+            jnp.where(better, top_score, kept[1]),
+        )
         rows = (jnp.arange(batch)[:, None] * width + beam).reshape(-1)
         carry = jax.tree.map(lambda x: x[rows], carry)
         return (carry, tokens, scores, done, kept), None
@@ -253,7 +262,10 @@ class Captioner(nn.Module, Transferable):
         encoder = self.backbone if self.backbone is not None else self.default_backbone
         vector = self.dropout(encoder(image, train=train), deterministic=not train)
         if self.image_input == "initial_state":
-            carry = (jnp.tanh(self.image_to_c(vector)), jnp.tanh(self.image_to_h(vector)))
+            carry = (
+                jnp.tanh(self.image_to_c(vector)),
+                jnp.tanh(self.image_to_h(vector)),
+            )
         else:
             zeros = jnp.zeros((image.shape[0], self.features), vector.dtype)
             carry = (zeros, zeros)
@@ -306,7 +318,7 @@ class Captioner(nn.Module, Transferable):
             logits = dense.apply(readout, output)
             return (carry, vector), jax.nn.log_softmax(logits.astype(jnp.float32))
 
-        special = dict(bos=self.bos_id, eos=self.eos_id, pad=self.pad_id)
+        special = {"bos": self.bos_id, "eos": self.eos_id, "pad": self.pad_id}
         batch = image.shape[0]
         if decoding.strategy == "greedy":
             tokens, score = greedy_search(
@@ -314,7 +326,11 @@ class Captioner(nn.Module, Transferable):
             )
         else:
             tokens, score = beam_search(
-                step, (carry, vector), batch, self.max_length, decoding.beam_width,
+                step,
+                (carry, vector),
+                batch,
+                self.max_length,
+                decoding.beam_width,
                 **special,
             )
         return {"tokens": tokens, "log_prob": score}

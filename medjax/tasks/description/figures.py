@@ -9,8 +9,12 @@ import medjax.viz  # the one backend setting, and save_figure
 
 
 def plot_findings(
-    images: np.ndarray, truths: list[str], generated: list[str], path: str,
-    title: str = "", columns: int = 4,
+    images: np.ndarray,
+    truths: list[str],
+    generated: list[str],
+    path: str,
+    title: str = "",
+    columns: int = 4,
 ) -> None:
     """A grid of ``images [N, H, W]`` titled with the true finding (T) and the
     generated one (G: green when it is the same, red otherwise), to ``path``."""
@@ -24,8 +28,15 @@ def plot_findings(
         ax.imshow(images[index], cmap="gray", vmin=-1, vmax=1)
         same = truths[index] == generated[index]
         ax.set_title(f"T: {truths[index]}", fontsize=7, loc="left", pad=13)
-        ax.text(0.0, 1.015, f"G: {generated[index]}", transform=ax.transAxes,
-                fontsize=7, va="bottom", color="tab:green" if same else "tab:red")
+        ax.text(
+            0.0,
+            1.015,
+            f"G: {generated[index]}",
+            transform=ax.transAxes,
+            fontsize=7,
+            va="bottom",
+            color="tab:green" if same else "tab:red",
+        )
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(h_pad=2.0)

@@ -41,8 +41,17 @@ KIND_WORDS = (
 )
 FIELDS = ("count", "type", "size")
 _GRAMMAR_WORDS = (
-    "no", "lesion", "lesions", "hypodense", "hyperdense", "liver", "lung", "nodule",
-    ",", ";", "mm",
+    "no",
+    "lesion",
+    "lesions",
+    "hypodense",
+    "hyperdense",
+    "liver",
+    "lung",
+    "nodule",
+    ",",
+    ";",
+    "mm",
 )
 
 
@@ -68,15 +77,20 @@ class FindingCoder:
     def __post_init__(self):
         if self.max_lesions < 1:
             raise ValueError(f"task.max_lesions: expected >= 1, got {self.max_lesions}")
-        if self.size_bin_mm < 1 or self.min_size_mm % self.size_bin_mm or (
-            self.max_size_mm % self.size_bin_mm
-        ) or not 0 < self.min_size_mm <= self.max_size_mm:
+        if (
+            self.size_bin_mm < 1
+            or self.min_size_mm % self.size_bin_mm
+            or (self.max_size_mm % self.size_bin_mm)
+            or not 0 < self.min_size_mm <= self.max_size_mm
+        ):
             raise ValueError(
                 "task.size_bin_mm, min_size_mm, max_size_mm: expected a bin >= 1 and "
                 "0 < min <= max, both multiples of the bin, got "
                 f"{self.size_bin_mm}, {self.min_size_mm}, {self.max_size_mm}"
             )
-        longest = 1 + max(map(len, KIND_WORDS)) + 3 + (3 if self.max_lesions > 1 else 0) + 1
+        longest = (
+            1 + max(map(len, KIND_WORDS)) + 3 + (3 if self.max_lesions > 1 else 0) + 1
+        )
         if self.max_length < longest:
             raise ValueError(
                 f"task.max_length: the longest finding needs {longest} tokens "
@@ -136,16 +150,23 @@ class FindingCoder:
         valid = xp.asarray(valid, bool)
         count = xp.sum(valid, axis=-1).astype(xp.int32)
         largest = xp.argmax(xp.where(valid, radii, -1.0), axis=-1)[..., None]
-        radius = xp.take_along_axis(xp.asarray(radii, xp.float32), largest, axis=-1)[..., 0]
+        radius = xp.take_along_axis(xp.asarray(radii, xp.float32), largest, axis=-1)[
+            ..., 0
+        ]
         kind = xp.take_along_axis(xp.asarray(types), largest, axis=-1)[..., 0]
         diameter = 2.0 * radius * spacing_mm
         size_bin = xp.clip(
-            xp.round(diameter / self.size_bin_mm) - self.min_size_mm // self.size_bin_mm,
-            0, len(self.sizes_mm) - 1,
+            xp.round(diameter / self.size_bin_mm)
+            - self.min_size_mm // self.size_bin_mm,
+            0,
+            len(self.sizes_mm) - 1,
         ).astype(xp.int32)
         present = count > 0
-        return (count, xp.where(present, kind, 0).astype(xp.int32),
-                xp.where(present, size_bin, 0).astype(xp.int32))
+        return (
+            count,
+            xp.where(present, kind, 0).astype(xp.int32),
+            xp.where(present, size_bin, 0).astype(xp.int32),
+        )
 
     # -- fields <-> words <-> tokens (host) -----------------------------------------
 
@@ -186,10 +207,14 @@ class FindingCoder:
         if words == list(KIND_WORDS[0]):
             return 0, 0, 0
         kind = next(
-            (k for k in range(1, len(KIND_WORDS))
-             if words[: len(KIND_WORDS[k])] == list(KIND_WORDS[k])), -1,
+            (
+                k
+                for k in range(1, len(KIND_WORDS))
+                if words[: len(KIND_WORDS[k])] == list(KIND_WORDS[k])
+            ),
+            -1,
         )
-        rest = words[len(KIND_WORDS[kind]):] if kind > 0 else []
+        rest = words[len(KIND_WORDS[kind]) :] if kind > 0 else []
         size_bin = -1
         if len(rest) >= 3 and rest[0] == "," and rest[2] == "mm":
             sizes = [str(s) for s in self.sizes_mm]
@@ -199,9 +224,15 @@ class FindingCoder:
             rest = None  # the size clause is malformed: the count is unknown too
         if rest == []:
             count = 1 if kind > 0 else -1
-        elif rest is not None and len(rest) == 3 and rest[0] == ";" and (
-            rest[2] == "lesions" and rest[1].isdigit()
-            and 2 <= int(rest[1]) <= self.max_lesions
+        elif (
+            rest is not None
+            and len(rest) == 3
+            and rest[0] == ";"
+            and (
+                rest[2] == "lesions"
+                and rest[1].isdigit()
+                and 2 <= int(rest[1]) <= self.max_lesions
+            )
         ):
             count = int(rest[1])
         else:
@@ -214,7 +245,12 @@ class FindingCoder:
         the tokens of every finding, for a gather inside jit (rows of count 0
         are ``no lesion`` whatever the kind and size)."""
         table = np.zeros(
-            (self.max_lesions + 1, len(KIND_WORDS), len(self.sizes_mm), self.max_length),
+            (
+                self.max_lesions + 1,
+                len(KIND_WORDS),
+                len(self.sizes_mm),
+                self.max_length,
+            ),
             np.int32,
         )
         for count in range(self.max_lesions + 1):

@@ -10,10 +10,13 @@ def corpus_bleu4(references: list[list[str]], hypotheses: list[list[str]]) -> fl
     """Corpus BLEU-4 (uniform weights over 1- to 4-grams, one reference per
     hypothesis) with NLTK's smoothing ``method1`` (epsilon counts for n-gram
     orders without a match: ``no lesion`` has no 4-gram), in [0, 1]."""
-    return float(corpus_bleu(
-        [[reference] for reference in references], hypotheses,
-        smoothing_function=SmoothingFunction().method1,
-    ))
+    return float(
+        corpus_bleu(
+            [[reference] for reference in references],
+            hypotheses,
+            smoothing_function=SmoothingFunction().method1,
+        )
+    )
 
 
 def description_scores(
@@ -36,10 +39,15 @@ def description_scores(
     said_words = [coder.decode_words(t) for t in generated]
     true_fields = np.array([coder.parse(w) for w in true_words]).reshape(-1, 3)
     said_fields = np.array([coder.parse(w) for w in said_words]).reshape(-1, 3)
-    (count, kind, size), (said_count, said_kind, said_size) = true_fields.T, said_fields.T
+    (count, kind, size), (said_count, said_kind, said_size) = (
+        true_fields.T,
+        said_fields.T,
+    )
     lesion = count > 0
     said_size = np.where(said_count == 0, -1, said_size)  # "no lesion" states no size
-    said_presence = np.where(said_count >= 0, said_count > 0, kind == 0)  # unparsed: wrong
+    said_presence = np.where(
+        said_count >= 0, said_count > 0, kind == 0
+    )  # unparsed: wrong
 
     def over_lesions(right: np.ndarray) -> float:
         return float(np.mean(right[lesion])) if lesion.any() else float("nan")
@@ -50,7 +58,9 @@ def description_scores(
         "count_accuracy": float(np.mean(said_count == count)),
         "type_accuracy": over_lesions(said_kind == kind),
         "size_accuracy": over_lesions(said_size == size),
-        "size_within_one_bin": over_lesions((said_size >= 0) & (np.abs(said_size - size) <= 1)),
+        "size_within_one_bin": over_lesions(
+            (said_size >= 0) & (np.abs(said_size - size) <= 1)
+        ),
         "bleu4": corpus_bleu4(true_words, said_words),
         "well_formed": float(np.mean((said_fields >= 0).all(-1))),
     }

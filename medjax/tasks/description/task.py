@@ -89,7 +89,10 @@ class DescriptionTask(Task):
     @property
     def coder(self) -> FindingCoder:
         return _coder(
-            self.max_lesions, self.size_bin_mm, self.min_size_mm, self.max_size_mm,
+            self.max_lesions,
+            self.size_bin_mm,
+            self.min_size_mm,
+            self.max_size_mm,
             self.max_length,
         )
 
@@ -127,8 +130,11 @@ class DescriptionTask(Task):
         if self.spacing_mm is None:
             raise ValueError("task.spacing_mm: configure(data) sets it from the data")
         count, kind, size_bin = self.coder.fields_from_lesions(
-            batch[self.types_key], batch[self.radii_key], batch[self.valid_key],
-            self.spacing_mm, xp=jnp,
+            batch[self.types_key],
+            batch[self.radii_key],
+            batch[self.valid_key],
+            self.spacing_mm,
+            xp=jnp,
         )
         return jnp.asarray(self.coder.token_table)[count, kind, size_bin]
 
@@ -203,6 +209,6 @@ class DescriptionTask(Task):
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _coder(*options) -> FindingCoder:
     return FindingCoder(*options)
