@@ -60,6 +60,32 @@ def test_beam_search_beats_myopic_greedy_on_a_hand_built_decoder():
     np.testing.assert_allclose(one_score, greedy_score, rtol=1e-6)
 
 
+def test_length_penalty_ranks_findings_by_mean_log_probability():
+    # By position: <bos> -> A 0.7 (then <eos> 0.87) or B 0.3, then B B B B <eos>
+    # almost surely. "A <eos>" sums to -0.50 (-0.25 a token); "B B B B B <eos>"
+    # to -1.20 (-0.20 a token).
+    table = np.full((7, 5, 5), 1e-6)
+    table[0, BOS, [A, B]] = [0.7, 0.3]
+    table[1, A, [EOS, A, B]] = [0.87, 0.065, 0.065]
+    table[1:5, B, B] = 0.999
+    table[5, B, EOS] = 0.999
+    table[:, EOS, EOS] = 1.0
+    log_table = jnp.log(jnp.asarray(table / table.sum(-1, keepdims=True), jnp.float32))
+
+    def step(position, token):
+        return position + 1, log_table[position, token]
+
+    start = jnp.zeros((1,), jnp.int32)
+    raw, raw_score = beam_search(step, start, 1, 8, 2, **SPECIAL)
+    assert raw[0, :3].tolist() == [BOS, A, EOS]
+    assert float(raw_score[0]) == pytest.approx(np.log(0.7 * 0.87), abs=1e-4)
+    mean, mean_score = beam_search(step, start, 1, 8, 2, length_penalty=1.0, **SPECIAL)
+    assert mean[0, :7].tolist() == [BOS, B, B, B, B, B, EOS]
+    path = [BOS, B, B, B, B, B, EOS]
+    expected = sum(float(log_table[t, path[t], path[t + 1]]) for t in range(6))
+    assert float(mean_score[0]) == pytest.approx(expected, abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     model = captioner_tiny(vocab_size=9, max_length=7)

@@ -6,7 +6,8 @@ field and BLEU-4, greedy against beam search, over seeds (see README.md here).
 Each seed is ``medjax-train experiment=describe_lesions`` with the sizes below
 (runs/description/seed<k>); its best validation checkpoint (by exact match) is
 then scored on the 500 test slices twice, decoding greedily and by beam search
-(width 3), in this process through ``evaluate_checkpoint`` with the task's
+(width 3; raw summed log-probabilities, and with length penalty 1), in this
+process through ``evaluate_checkpoint`` with the task's
 ``decoding`` replaced (medjax-eval scores a run with its own task options).
 The trivial baseline writes the training split's most common finding for every
 slice. Writes ``results.json``, ``scores.png`` and ``examples.png`` here and
@@ -29,7 +30,12 @@ from runner import arguments, bar_plot, mean_sd, train
 # Sized for about 25 minutes of a shared 2-core CPU (see the README): a narrow
 # backbone and a 64-unit LSTM on batches of 16 of the 64 x 64 slices.
 SIZES = ["model.widths=[8,16,32]", "model.features=64", "trainer.progress=false"]
-DECODINGS = {"greedy": ("greedy", 1), "beam": ("beam", 3)}
+# name: (strategy, beam width, length penalty)
+DECODINGS = {
+    "greedy": ("greedy", 1, 0.0),
+    "beam": ("beam", 3, 0.0),
+    "beam_norm": ("beam", 3, 1.0),
+}
 METRICS = (
     "exact_match",
     "presence_accuracy",
@@ -51,8 +57,10 @@ def evaluate_decodings(run_dir: str) -> dict[str, dict]:
     cfg = run_config("description study", run_dir)
     task, model, tx, data, *_ = build_run(cfg)
     scores = {}
-    for name, (strategy, width) in DECODINGS.items():
-        decoded = dataclasses.replace(task, decoding=strategy, beam_width=width)
+    for name, (strategy, width, penalty) in DECODINGS.items():
+        decoded = dataclasses.replace(
+            task, decoding=strategy, beam_width=width, length_penalty=penalty
+        )
         result = evaluate_checkpoint(
             task=decoded,
             model=model,
@@ -96,11 +104,36 @@ def most_common_finding_baseline() -> dict:
 
 def main() -> None:
     parser = arguments(__doc__, "runs/description", {"captioner": None}, steps=1000)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate runs already trained into --runs instead of training again",
+    )
     args = parser.parse_args()
     every = max(1, args.steps // 2)
     results = []
     for seed in args.seeds:
         run_dir = os.path.join(args.runs, f"seed{seed}")
+        saved = os.path.join(run_dir, "study_train.json")
+        if args.reuse and os.path.isfile(os.path.join(run_dir, "summary.json")):
+            with open(
+                saved
+                if os.path.isfile(saved)
+                else os.path.join(run_dir, "summary.json")
+            ) as f:
+                summary = json.load(f)
+            for decoding, metrics in evaluate_decodings(run_dir).items():
+                results.append(
+                    {
+                        "variant": decoding,
+                        "seed": seed,
+                        "run_dir": run_dir,
+                        **metrics,
+                        "parameters": summary.get("parameters"),
+                        "wall_seconds": summary.get("wall_seconds"),
+                    }
+                )
+            continue
         summary = train(
             [
                 "experiment=describe_lesions",
@@ -140,7 +173,11 @@ def main() -> None:
         )
     first = os.path.join(args.runs, f"seed{args.seeds[0]}", "test_findings_greedy.png")
     shutil.copy(first, os.path.join(HERE, "examples.png"))
-    names = {"greedy": "greedy", "beam": "beam (width 3)"}
+    names = {
+        "greedy": "greedy",
+        "beam": "beam (width 3)",
+        "beam_norm": "beam (width 3, length penalty 1)",
+    }
     bar_plot(
         results,
         names,

@@ -15,9 +15,9 @@ whatever is generated. A sequence stops at ``<eos>``: every later position is
 ``<pad>`` and adds nothing to its score; before it, ``<bos>`` and ``<pad>`` are
 never chosen. One that reaches the last step
 without ``<eos>`` is returned cut short (no ``<eos>``). Beam scores are summed
-log-probabilities with no length normalisation (the findings are short and of
-a few fixed lengths; a finished beam competes with its final score, and the
-best finished one is kept aside so it is never pruned).
+log-probabilities; the final choice divides them by ``length **
+length_penalty`` (0 by default: raw sums, which favour short findings); the
+best finished sequence is kept aside so it is never pruned.
 
 The engine applies a model to one argument, so ``__call__`` also takes the pair
 ``(image, tokens)`` as its first argument, and ``(image, Decoding(...))``
@@ -45,10 +45,12 @@ StepFn = Callable
 
 @dataclasses.dataclass(frozen=True)
 class Decoding:
-    """A request to decode: ``strategy`` 'greedy' or 'beam' (``beam_width``)."""
+    """A request to decode: ``strategy`` 'greedy' or 'beam' (``beam_width``,
+    ``length_penalty``: see :func:`beam_search`)."""
 
     strategy: str = "greedy"
     beam_width: int = 3
+    length_penalty: float = 0.0
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -105,6 +107,7 @@ def beam_search(
     bos: int,
     eos: int,
     pad: int,
+    length_penalty: float = 0.0,
 ):
     """The ``beam_width`` best prefixes kept at every step; the best at the end.
 
@@ -118,6 +121,12 @@ def beam_search(
     the first step only one beam is live (the others start at -inf), so no prefix
     is kept twice. With ``beam_width=1`` this is :func:`greedy_search`.
 
+    Beams are pruned by their summed log-probabilities; the final choice (and
+    which finished sequence is kept aside) ranks ``score / length **
+    length_penalty``, ``length`` the tokens after ``<bos>`` (``<eos>``
+    included): 0 ranks raw sums, which favour short findings (``no lesion``);
+    1 ranks the mean log-probability per token.
+
     Returns:
         ``tokens [batch, max_length]`` and the summed log-probabilities ``[batch]``
         of the best sequence.
@@ -127,7 +136,11 @@ def beam_search(
     tokens = jnp.full((batch, width, max_length), pad, jnp.int32).at[:, :, 0].set(bos)
     scores = jnp.tile(jnp.where(jnp.arange(width) == 0, 0.0, -jnp.inf), (batch, 1))
     done = jnp.zeros((batch, width), bool)
-    kept = (tokens[:, 0], jnp.full((batch,), -jnp.inf))  # best finished so far
+    # The best finished so far: tokens, summed log-probability, rank value.
+    kept = (tokens[:, 0], jnp.full((batch,), -jnp.inf), jnp.full((batch,), -jnp.inf))
+
+    def rank(score, length):
+        return score / jnp.asarray(length, jnp.float32) ** length_penalty
 
     def one_step(state, position):
         carry, tokens, scores, done, kept = state
@@ -150,23 +163,27 @@ def beam_search(
         top = jnp.argmax(ended_scores, axis=1)
         top_score = jnp.take_along_axis(ended_scores, top[:, None], axis=1)[:, 0]
         top_tokens = jnp.take_along_axis(tokens, top[:, None, None], axis=1)[:, 0]
-        better = top_score > kept[1]
+        top_rank = rank(top_score, position)
+        better = top_rank > kept[2]
         kept = (
             jnp.where(better[:, None], top_tokens, kept[0]),
             jnp.where(better, top_score, kept[1]),
+            jnp.where(better, top_rank, kept[2]),
         )
         rows = (jnp.arange(batch)[:, None] * width + beam).reshape(-1)
         carry = jax.tree.map(lambda x: x[rows], carry)
         return (carry, tokens, scores, done, kept), None
 
     state = (carry, tokens, scores, done, kept)
-    (_, tokens, scores, _, kept), _ = jax.lax.scan(
+    (_, tokens, scores, done, kept), _ = jax.lax.scan(
         one_step, state, jnp.arange(1, max_length)
     )
-    best = jnp.argmax(scores, axis=1)
+    # Beams still open at the end, cut short (the finished ones are in kept).
+    open_scores = jnp.where(done, -jnp.inf, scores)
+    best = jnp.argmax(open_scores, axis=1)
     final_tokens = jnp.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
-    final_score = jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0]
-    use_kept = kept[1] >= final_score
+    final_score = jnp.take_along_axis(open_scores, best[:, None], axis=1)[:, 0]
+    use_kept = kept[2] >= rank(final_score, max_length - 1)
     return (
         jnp.where(use_kept[:, None], kept[0], final_tokens),
         jnp.where(use_kept, kept[1], final_score),
@@ -331,6 +348,7 @@ class Captioner(nn.Module, Transferable):
                 batch,
                 self.max_length,
                 decoding.beam_width,
+                length_penalty=decoding.length_penalty,
                 **special,
             )
         return {"tokens": tokens, "log_prob": score}

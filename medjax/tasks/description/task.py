@@ -35,7 +35,7 @@ class DescriptionTask(Task):
     argmax).
 
     At evaluation it also decodes (``decoding``: 'greedy', or 'beam' with
-    ``beam_width``) and scores the generated findings over the split
+    ``beam_width`` and ``length_penalty``) and scores the generated findings over the split
     (``scores.py``): ``exact_match`` (every token), ``presence_accuracy``,
     ``count_accuracy``, and over the slices that hold a lesion
     ``type_accuracy``, ``size_accuracy``, ``size_within_one_bin``; ``bleu4``
@@ -66,6 +66,7 @@ class DescriptionTask(Task):
     vocab_size: int | None = None
     decoding: str = "greedy"
     beam_width: int = 3
+    length_penalty: float = 0.0
     num_cases: int = 12
 
     primary_metric = "exact_match"
@@ -149,7 +150,9 @@ class DescriptionTask(Task):
         from medjax.models.sequence.captioner import Decoding
 
         image, _ = inputs
-        decoded = apply((image, Decoding(self.decoding, self.beam_width)))
+        decoded = apply(
+            (image, Decoding(self.decoding, self.beam_width, self.length_penalty))
+        )
         return {"logits": apply(inputs), **decoded}
 
     def loss(self, outputs, batch: Batch) -> tuple[jnp.ndarray, Batch]:
