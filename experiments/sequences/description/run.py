@@ -4,11 +4,11 @@ field and BLEU-4, greedy against beam search, over seeds (see README.md here).
     PYTHONPATH=$PWD python experiments/sequences/description/run.py [--seeds 0 1 2] [--steps 1000]
 
 Each seed is ``medjax-train experiment=describe_lesions`` with the sizes below
-(runs/description/seed<k>); its best validation checkpoint (by exact match) is
-then scored on the 500 test slices twice, decoding greedily and by beam search
-(width 3; raw summed log-probabilities, and with length penalty 1), in this
-process through ``evaluate_checkpoint`` with the task's
-``decoding`` replaced (medjax-eval scores a run with its own task options).
+(runs/description/seed<k>); its last checkpoint is then scored on the 500 test
+slices three times, decoding greedily and by beam search (width 3, ranking raw
+summed log-probabilities, and with length penalty 1), in this process through
+``evaluate_checkpoint`` with the task's ``decoding`` replaced (medjax-eval
+scores a run with its own task options). ``--reuse`` scores runs already there.
 The trivial baseline writes the training split's most common finding for every
 slice. Writes ``results.json``, ``scores.png`` and ``examples.png`` here and
 prints the README's table.
@@ -49,7 +49,9 @@ METRICS = (
 
 
 def evaluate_decodings(run_dir: str) -> dict[str, dict]:
-    """Test metrics of the best checkpoint of ``run_dir`` for each decoding."""
+    """Test metrics of the last checkpoint of ``run_dir`` for each decoding
+    (the best by validation exact match is, early on, the checkpoint that says
+    "no lesion" everywhere: the prior scores 0.47 there)."""
     from medjax.cli.common import run_config
     from medjax.config.run import build_run
     from medjax.engine.evaluate import evaluate_checkpoint
@@ -68,6 +70,7 @@ def evaluate_decodings(run_dir: str) -> dict[str, dict]:
             data=data,
             run_dir=run_dir,
             split="test",
+            checkpoint="latest",
             seed=cfg.seed,
             best_metric=cfg.trainer.best_metric,
             best_mode=cfg.trainer.best_mode,
