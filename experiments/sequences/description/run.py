@@ -1,17 +1,24 @@
 """Automatic description of phantom slices: a CNN-LSTM captioner's accuracy per
 field and BLEU-4, greedy against beam search, over seeds (see README.md here).
 
-    PYTHONPATH=$PWD python experiments/sequences/description/run.py [--seeds 0 1 2] [--steps 1000]
+    PYTHONPATH=$PWD python experiments/sequences/description/run.py [--init transfer]
+    PYTHONPATH=$PWD python experiments/sequences/description/run.py --init scratch --steps 1000
 
+``--init transfer`` (the default) first trains the transfer source once: the
+main job's classifier (``cnn_small``, lesion vs healthy on the same slices) with
+the captioner's backbone widths, ``--source-steps`` steps (runs/description_transfer/source);
+each seed's captioner then starts its ``backbone`` from that run's
+(``transfer.mode=finetune``: every layer trains, the backbone at 0.1 x the lr).
+``--init scratch`` starts from random weights (runs/description).
 Each seed is ``medjax-train experiment=describe_lesions`` with the sizes below
-(runs/description/seed<k>); its last checkpoint is then scored on the 500 test
+(<runs>/seed<k>); its last checkpoint is then scored on the 500 test
 slices three times, decoding greedily and by beam search (width 3, ranking raw
 summed log-probabilities, and with length penalty 1), in this process through
 ``evaluate_checkpoint`` with the task's ``decoding`` replaced (medjax-eval
 scores a run with its own task options). ``--reuse`` scores runs already there.
 The trivial baseline writes the training split's most common finding for every
-slice. Writes ``results.json``, ``scores.png`` and ``examples.png`` here and
-prints the README's table.
+slice. Writes ``results_<init>.json``, ``scores_<init>.png`` and
+``examples_<init>.png`` here and prints the README's table.
 """
 
 import collections
@@ -29,7 +36,12 @@ from runner import arguments, bar_plot, mean_sd, train
 
 # Sized for about 25 minutes of a shared 2-core CPU (see the README): a narrow
 # backbone and a 64-unit LSTM on batches of 16 of the 64 x 64 slices.
-SIZES = ["model.widths=[8,16,32]", "model.features=64", "trainer.progress=false"]
+WIDTHS = "model.widths=[8,16,32]"
+SIZES = [WIDTHS, "model.features=64", "trainer.progress=false"]
+# The transfer source: the main job (medjax-train's defaults: cnn_small, lesion
+# vs healthy on the 4000 training slices) with the captioner's backbone widths
+# and batch, so its `backbone` subtree has the captioner's shapes.
+SOURCE = [WIDTHS, "data.batch_size=16", "trainer.progress=false"]
 # name: (strategy, beam width, length penalty)
 DECODINGS = {
     "greedy": ("greedy", 1, 0.0),
@@ -106,15 +118,54 @@ def most_common_finding_baseline() -> dict:
 
 
 def main() -> None:
-    parser = arguments(__doc__, "runs/description", {"captioner": None}, steps=1000)
+    parser = arguments(__doc__, "", {"captioner": None}, steps=None)
+    parser.add_argument("--init", choices=("transfer", "scratch"), default="transfer")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="captioner steps (1000 scratch, 600 transfer)",
+    )
+    parser.add_argument("--source-steps", type=int, default=600)
     parser.add_argument(
         "--reuse",
         action="store_true",
         help="evaluate runs already trained into --runs instead of training again",
     )
     args = parser.parse_args()
+    transfer = args.init == "transfer"
+    args.runs = args.runs or (
+        "runs/description_transfer" if transfer else "runs/description"
+    )
+    args.steps = args.steps or (600 if transfer else 1000)
     every = max(1, args.steps // 2)
-    results = []
+    results, init, source = [], [], None
+    if transfer:
+        source_dir = os.path.join(args.runs, "source")
+        if args.reuse and os.path.isfile(os.path.join(source_dir, "summary.json")):
+            with open(os.path.join(source_dir, "study_train.json")) as f:
+                summary = json.load(f)
+        else:
+            summary = train(
+                [
+                    *SOURCE,
+                    f"trainer.max_steps={args.source_steps}",
+                    f"trainer.eval_every={args.source_steps}",
+                    f"trainer.checkpoint_every={args.source_steps}",
+                ],
+                source_dir,
+            )
+            with open(os.path.join(source_dir, "study_train.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+        source = {
+            "run_dir": source_dir,
+            "steps": args.source_steps,
+            "validation": summary["final"]["validation"],
+            "parameters": summary["parameters"],
+            "wall_seconds": summary["wall_seconds"],
+        }
+        print({"source": source}, flush=True)
+        init = ["transfer.mode=finetune", f"transfer.checkpoint={source_dir}"]
     for seed in args.seeds:
         run_dir = os.path.join(args.runs, f"seed{seed}")
         saved = os.path.join(run_dir, "study_train.json")
@@ -142,12 +193,15 @@ def main() -> None:
                 "experiment=describe_lesions",
                 f"seed={seed}",
                 *SIZES,
+                *init,
                 f"trainer.max_steps={args.steps}",
                 f"trainer.eval_every={every}",
                 f"trainer.checkpoint_every={every}",
             ],
             run_dir,
         )
+        with open(saved, "w") as f:
+            json.dump(summary, f, indent=2)
         for decoding, metrics in evaluate_decodings(run_dir).items():
             row = {
                 "variant": decoding,
@@ -163,19 +217,20 @@ def main() -> None:
             )
             results.append(row)
     baseline = most_common_finding_baseline()
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+    with open(os.path.join(HERE, f"results_{args.init}.json"), "w") as f:
         json.dump(
             {
                 "runs": results,
                 "baseline": baseline,
-                "sizes": SIZES,
+                "sizes": SIZES + init,
                 "steps": args.steps,
+                "source": source,
             },
             f,
             indent=2,
         )
     first = os.path.join(args.runs, f"seed{args.seeds[0]}", "test_findings_greedy.png")
-    shutil.copy(first, os.path.join(HERE, "examples.png"))
+    shutil.copy(first, os.path.join(HERE, f"examples_{args.init}.png"))
     names = {
         "greedy": "greedy",
         "beam": "beam (width 3)",
@@ -185,8 +240,8 @@ def main() -> None:
         results,
         names,
         ("exact_match", "type_accuracy", "size_accuracy", "bleu4"),
-        os.path.join(HERE, "scores.png"),
-        "captioner, 500 test slices",
+        os.path.join(HERE, f"scores_{args.init}.png"),
+        f"captioner ({args.init}), 500 test slices",
         ylim=(0, 1),
     )
     print("| decoding | " + " | ".join(METRICS) + " |")
