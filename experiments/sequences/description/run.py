@@ -41,7 +41,7 @@ SIZES = [WIDTHS, "model.features=64", "trainer.progress=false"]
 # The transfer source: the main job (medjax-train's defaults: cnn_small, lesion
 # vs healthy on the 4000 training slices) with the captioner's backbone widths
 # and batch, so its `backbone` subtree has the captioner's shapes.
-SOURCE = [WIDTHS, "data.batch_size=16", "trainer.progress=false"]
+SOURCE = ["+" + WIDTHS, "data.batch_size=16", "trainer.progress=false"]
 # name: (strategy, beam width, length penalty)
 DECODINGS = {
     "greedy": ("greedy", 1, 0.0),
