@@ -190,3 +190,20 @@ def test_every_step_conditioning_and_bad_options():
             jax.random.key(0),
             (image, tokens),
         )
+
+
+def test_parameter_groups_name_the_backbone_stages_of_an_unbound_model():
+    # Transfer (finetune) asks an unbound model; building a module there failed.
+    model = captioner_tiny(vocab_size=9)
+    (backbone,) = model.parameter_groups().backbones
+    assert backbone.stages == (
+        ("backbone/stem_conv", "backbone/stem_norm", "backbone/stage0_block0"),
+        ("backbone/stage1_block0",),
+    )
+    shapes = jax.eval_shape(
+        model.init, jax.random.key(0), (jnp.ones((1, 8, 8, 1)), jnp.ones((1, 2), int))
+    )
+    for stage in backbone.stages:
+        for path in stage:
+            first, second = path.split("/")
+            assert second in shapes["params"][first], path

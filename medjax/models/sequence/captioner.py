@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from medjax.models.cnn import ConvBackbone, backbone_like, backbone_stages
-from medjax.models.groups import ParameterGroups, Transferable
+from medjax.models.groups import ParameterGroups, Transferable, single_stage
 
 IMAGE_INPUTS = ("initial_state", "every_step")
 STRATEGIES = ("greedy", "beam")
@@ -236,14 +236,16 @@ class Captioner(nn.Module, Transferable):
     dropout_rate: float = 0.0
 
     def parameter_groups(self) -> ParameterGroups:
-        chosen = self.backbone or backbone_like(self, spatial_dims=2)
-        if not isinstance(chosen, ConvBackbone):
-            from medjax.models.groups import single_stage
-
-            return ParameterGroups((single_stage("backbone", ["backbone"]),))
-        return ParameterGroups(
-            (backbone_stages(chosen.widths, chosen.blocks_per_stage, "backbone"),)
-        )
+        # From the fields, not a ConvBackbone built here: a module made inside an
+        # unbound module's method would need a scope.
+        chosen = self.backbone
+        if chosen is None:
+            stages = backbone_stages(self.widths, self.blocks_per_stage, "backbone")
+        elif isinstance(chosen, ConvBackbone):
+            stages = backbone_stages(chosen.widths, chosen.blocks_per_stage, "backbone")
+        else:
+            stages = single_stage("backbone", ["backbone"])
+        return ParameterGroups((stages,))
 
     def with_frozen_statistics(self, num_stages: int) -> "Captioner | None":
         if self.backbone is None:
