@@ -84,8 +84,15 @@ def test_describes_end_to_end_on_four_devices(tiny_data, tmp_path):
     from medjax.models.sequence.captioner import captioner_tiny
 
     assert jax.device_count() == 4
-    task = DescriptionTask(num_cases=4)  # greedy: beam search is the model tests'
-    model = captioner_tiny(vocab_size=task.coder.vocab_size, max_length=task.max_length)
+    task = DescriptionTask(num_cases=2)  # greedy: beam search is the model tests'
+    # One backbone stage and 4-unit widths: smaller programs compile faster.
+    model = captioner_tiny(
+        vocab_size=task.coder.vocab_size,
+        max_length=task.max_length,
+        widths=(4,),
+        embed_dim=4,
+        features=4,
+    )
     summary = train(
         task=task,
         model=model,
