@@ -128,6 +128,11 @@ def main() -> None:
     )
     parser.add_argument("--source-steps", type=int, default=600)
     parser.add_argument(
+        "--name",
+        default=None,
+        help="suffix of the files written here (default: --init)",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="evaluate runs already trained into --runs instead of training again",
@@ -138,6 +143,7 @@ def main() -> None:
         "runs/description_transfer" if transfer else "runs/description"
     )
     args.steps = args.steps or (600 if transfer else 1000)
+    args.name = args.name or args.init
     every = max(1, args.steps // 2)
     results, init, source = [], [], None
     if transfer:
@@ -217,7 +223,7 @@ def main() -> None:
             )
             results.append(row)
     baseline = most_common_finding_baseline()
-    with open(os.path.join(HERE, f"results_{args.init}.json"), "w") as f:
+    with open(os.path.join(HERE, f"results_{args.name}.json"), "w") as f:
         json.dump(
             {
                 "runs": results,
@@ -230,7 +236,7 @@ def main() -> None:
             indent=2,
         )
     first = os.path.join(args.runs, f"seed{args.seeds[0]}", "test_findings_greedy.png")
-    shutil.copy(first, os.path.join(HERE, f"examples_{args.init}.png"))
+    shutil.copy(first, os.path.join(HERE, f"examples_{args.name}.png"))
     names = {
         "greedy": "greedy",
         "beam": "beam (width 3)",
@@ -240,7 +246,7 @@ def main() -> None:
         results,
         names,
         ("exact_match", "type_accuracy", "size_accuracy", "bleu4"),
-        os.path.join(HERE, f"scores_{args.init}.png"),
+        os.path.join(HERE, f"scores_{args.name}.png"),
         f"captioner ({args.init}), 500 test slices",
         ylim=(0, 1),
     )
