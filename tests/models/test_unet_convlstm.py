@@ -36,11 +36,18 @@ def outputs():
         },
         "batch_stats": variables["batch_stats"],
     }
-    apply = lambda m, v: jax.jit(functools.partial(m.apply, train=False))(v, PAIR)  # noqa: E731
+
+    def apply(module, module_variables):
+        return jax.jit(functools.partial(module.apply, train=False))(
+            module_variables, PAIR
+        )
+
     on = apply(model, variables)
     off = apply(model.clone(recurrence=False), without)
     unet = jax.jit(
-        functools.partial(unet_tiny(num_classes=CLASSES, spatial_dims=2).apply, train=False)
+        functools.partial(
+            unet_tiny(num_classes=CLASSES, spatial_dims=2).apply, train=False
+        )
     )
     slices = [unet(without, PAIR[:, :, :, z]) for z in range(PAIR.shape[3])]
     return on, off, jnp.stack(slices, axis=3), variables, without

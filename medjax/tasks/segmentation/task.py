@@ -246,7 +246,8 @@ class SegmentationTask(Task):
         if predicted.ndim == 4:  # [N, X, Y, Z] volumes: consistency across slices
             per_class = []
             for k in range(1, self.num_classes):
-                gaps = [slice_consistency(p == k, t == k) for p, t in zip(predicted, truth)]
+                pairs = zip(predicted, truth)
+                gaps = [slice_consistency(p == k, t == k) for p, t in pairs]
                 per_class.append(_nanmean(gaps))
                 result[f"slice_consistency_{names[k]}"] = per_class[-1]
             result["slice_consistency"] = _nanmean(per_class)
