@@ -54,8 +54,9 @@ METRICS = ("dice", "hd95", "asd", "slice_consistency")
 CLASSES = ("body", "lung", "liver", "spleen", "spine", "aorta", "kidney")
 
 
-def forward_flops(overrides: list[str]) -> float:
-    """XLA's FLOP count of the model's forward pass on one training patch."""
+def model_cost(overrides: list[str]) -> tuple[float, int]:
+    """XLA's FLOP count of the model's forward pass on one training patch, and
+    the number of parameters (medjax-train prints it only with a progress bar)."""
     import jax
     import jax.numpy as jnp
 
@@ -70,7 +71,8 @@ def forward_flops(overrides: list[str]) -> float:
     forward = jax.jit(lambda v, x: run.model.apply(v, x, train=False))
     cost = forward.lower(variables, patch).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"])
+    parameters = sum(a.size for a in jax.tree.leaves(variables["params"]))
+    return float(cost["flops"]), int(parameters)
 
 
 def figure(results: list[dict], names: dict[str, str], path: str) -> None:
@@ -97,6 +99,66 @@ def figure(results: list[dict], names: dict[str, str], path: str) -> None:
         )
         ax.set_ylabel(label)
     fig.suptitle("organs of 32^3 torso phantoms (bars: mean; dots: seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def coronal_figure(
+    names: dict[str, str], runs: str, path: str, seed: int = 0, case: int = 0
+) -> None:
+    """Truth and each variant's prediction of one validation volume in the
+    coronal plane through its centre (rows: x; columns: the slices z), where
+    slice-to-slice flicker shows as ragged edges along z."""
+    import jax
+
+    from medjax import viz  # noqa: F401  (sets the backend before pyplot)
+    import matplotlib.pyplot as plt
+
+    from medjax.cli.common import run_config
+    from medjax.config.run import build_run
+    from medjax.data import pipeline
+    from medjax.engine import sharding
+    from medjax.engine.evaluate import configured, restore_checkpoint
+    from medjax.engine.state import init_state
+
+    panels = {}
+    for variant, name in names.items():
+        run_dir = os.path.join(runs, f"{variant}_seed{seed}")
+        run = build_run(run_config("run.py", run_dir))
+        task = configured(run.task, run.data)
+        state = init_state(
+            run.model, run.tx, run.data, task, sharding.data_mesh(), seed
+        )
+        state, _ = restore_checkpoint(state, run_dir, "latest")
+        batch = pipeline.read_examples(
+            run.data.source("validation"), [case], run.data.convert, task.batch_keys
+        )
+        apply = jax.jit(lambda x: run.model.apply(state.variables(), x, train=False))
+        logits = task.predict(apply, task.inputs(batch))
+        panels[name] = np.asarray(task.decode(logits))[0]
+        if "truth" not in panels:
+            panels = {
+                "image": np.asarray(task.inputs(batch))[0, ..., 0],
+                "truth": np.asarray(task.labels(batch))[0],
+                **panels,
+            }
+    column = panels["truth"].shape[1] // 2
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.3 * len(panels), 2.9))
+    for ax, (name, volume) in zip(axes, panels.items()):
+        plane = volume[:, column, :]  # [x, z]: z runs left to right
+        if name == "image":
+            ax.imshow(plane, cmap="gray")
+        else:
+            ax.imshow(plane, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("slice z", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"validation volume {case}, coronal plane y = {column} (seed {seed})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -143,13 +205,28 @@ def main() -> None:
     )
     args = parser.parse_args()
     names = {v: VARIANTS[v][0] for v in args.variants}
+    # Runs of another length than the default write results_<steps>steps.json etc.
+    suffix = "" if args.steps == 200 else f"_{args.steps}steps"
+    results_path = os.path.join(HERE, f"results{suffix}.json")
+    figures = (
+        os.path.join(HERE, f"metrics{suffix}.png"),
+        os.path.join(HERE, f"coronal{suffix}.png"),
+    )
     if args.report:
-        with open(os.path.join(HERE, "results.json")) as f:
+        with open(results_path) as f:
             results = json.load(f)
-        figure(results, names, os.path.join(HERE, "metrics.png"))
+        for variant in {r["variant"] for r in results if r["parameters"] is None}:
+            parameters = model_cost(VARIANTS[variant][1])[1]
+            for row in results:
+                if row["variant"] == variant:
+                    row["parameters"] = parameters
+        with open(results_path, "w") as f:
+            json.dump(results, f, indent=2)
+        figure(results, names, figures[0])
+        coronal_figure(names, args.runs, figures[1], seed=min(args.seeds))
         table(results, names)
         return
-    flops = {v: forward_flops(VARIANTS[v][1]) for v in args.variants}
+    costs = {v: model_cost(VARIANTS[v][1]) for v in args.variants}
     steps = [
         f"trainer.max_steps={args.steps}",
         f"trainer.eval_every={args.steps}",
@@ -168,8 +245,8 @@ def main() -> None:
                 "seed": seed,
                 "run_dir": run_dir,
                 **{k: v for k, v in validation.items() if k not in ("step", "split")},
-                "parameters": summary["parameters"],
-                "forward_flops": flops[variant],
+                "parameters": costs[variant][1],
+                "forward_flops": costs[variant][0],
                 "train_images_per_second": summary["train_images_per_second"],
                 "seconds_per_step": 4 / summary["train_images_per_second"],
                 "wall_seconds": summary["wall_seconds"],
@@ -177,9 +254,10 @@ def main() -> None:
             }
             print({k: row[k] for k in ("variant", "seed", *METRICS)}, flush=True)
             results.append(row)
-            with open(os.path.join(HERE, "results.json"), "w") as f:
+            with open(results_path, "w") as f:
                 json.dump(results, f, indent=2)
-    figure(results, names, os.path.join(HERE, "metrics.png"))
+    figure(results, names, figures[0])
+    coronal_figure(names, args.runs, figures[1], seed=min(args.seeds))
     table(results, names)
 
 
