@@ -164,6 +164,11 @@ def coronal_figure(
     plt.close(fig)
 
 
+def _number(value) -> float:
+    """A metric from results.json, where an undefined one (NaN) is null."""
+    return float("nan") if value is None else float(value)
+
+
 def table(results: list[dict], names: dict[str, str]) -> None:
     print(
         "| model | parameters | forward MFLOP / patch | train patches/s | "
@@ -188,11 +193,11 @@ def table(results: list[dict], names: dict[str, str]) -> None:
     for variant, name in names.items():
         rows = [r for r in results if r["variant"] == variant]
         if rows:
-            cells = [
-                f"{np.mean([r[f'dice_{c}'] for r in rows]):.3f} / "
-                f"{np.nanmean([r[f'slice_consistency_{c}'] for r in rows]):+.3f}"
-                for c in CLASSES
-            ]
+            cells = []
+            for c in CLASSES:
+                dice = np.mean([r[f"dice_{c}"] for r in rows])
+                gaps = [_number(r[f"slice_consistency_{c}"]) for r in rows]
+                cells.append(f"{dice:.3f} / {np.nanmean(gaps):+.3f}")
             print(f"| {name} | " + " | ".join(cells) + " |")
 
 
