@@ -8,8 +8,9 @@ logits ``[B, X, Y, Z, K]``, like :class:`~medjax.models.unet.UNet` with
 ``spatial_dims=3``, so ``task=segmentation`` uses it unchanged (3D patches in
 training, 3D sliding windows in evaluation). Inside, the slices along the last
 spatial axis ``Z`` (axial on the torso phantoms, whose volumes run caudal to
-cranial there) are folded into the batch and go through a 2D U-Net encoder built
-of :class:`~medjax.models.unet.UNetBlock` s. At the bottleneck, the ``Z`` slice
+cranial there) are folded into the batch and go through the 2D U-Net itself
+(the class subclasses :class:`~medjax.models.unet.UNet`, whose forward pass takes
+a bottleneck hook). At the bottleneck, the ``Z`` slice
 maps of each volume form a sequence that a bidirectional ConvLSTM (flax's
 ``ConvLSTMCell`` in ``nn.RNN`` / ``nn.Bidirectional``,
 :func:`~medjax.models.sequence.convlstm.conv_lstm_layer`) reads in both
@@ -37,14 +38,12 @@ from functools import partial
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.fast_layers import Conv, UpConv, max_pool, resolve_conv_impl
-from medjax.models.groups import ParameterGroups, Transferable, one_stage_each
-from medjax.models.layers import NORMS
+from medjax.models.fast_layers import Conv
 from medjax.models.sequence.convlstm import conv_lstm_layer
-from medjax.models.unet import UNetBlock
+from medjax.models.unet import UNet
 
 
-class UNetConvLSTM(nn.Module, Transferable):
+class UNetConvLSTM(UNet):
     """2D U-Net per slice, bidirectional ConvLSTM across slices at the bottleneck.
 
     Maps a volume ``x [B, X, Y, Z, C]`` to logits ``[B, X, Y, Z, num_classes]``.
@@ -53,50 +52,29 @@ class UNetConvLSTM(nn.Module, Transferable):
     sequence) may be any length.
 
     Attributes:
-        num_classes: logits per voxel.
-        depth: 2x in-plane down-samplings; the bottleneck runs at ``1/2**depth``.
-        base_width: channels at level 0; level ``i`` has ``base_width * 2**i``.
-        widths: explicit channels per level (``depth + 1`` values, the bottleneck
-            last); overrides ``base_width``.
-        norm, num_groups, norm_momentum, residual, conv_impl, activation: of the
-            U-Net blocks, as in :class:`~medjax.models.unet.UNet`. Batch
-            statistics are taken over all slices of the batch.
+        num_classes, depth, base_width, widths, norm, num_groups, norm_momentum,
+            residual, upsample, dropout_rate, conv_impl, activation,
+            frozen_stages: of the 2D U-Net, as in :class:`~medjax.models.unet.UNet`
+            (``spatial_dims`` stays 2: the U-Net runs on slices; no deep
+            supervision). Batch statistics are taken over all slices of the batch.
         recurrence: run the ConvLSTM across slices; False gives the 2D U-Net
             applied slice by slice (the same parameters less the recurrence).
         lstm_features: ConvLSTM hidden channels per direction.
         lstm_kernel_size: in-plane kernel of the ConvLSTM's gate convolutions.
         bidirectional: read the slices in both directions (else caudal to
             cranial only: a slice sees only the slices before it).
-        frozen_stages: the first this many encoder levels normalise with their
-            running statistics in training (transfer with a frozen encoder).
 
     Parameter groups: the encoder (``down_0`` ... ``down_{depth-1}``,
     ``bottleneck``; one stage each) is the backbone, as in the U-Net; the
     ConvLSTM, its projection and the decoder are the head.
     """
 
-    num_classes: int
     depth: int = 3
     base_width: int = 16
-    widths: tuple[int, ...] | None = None
-    norm: str = "batch"
-    num_groups: int = 8
-    norm_momentum: float = 0.99
-    residual: bool = False
-    conv_impl: str = "auto"
-    activation: str = "relu"
     recurrence: bool = True
     lstm_features: int = 32
     lstm_kernel_size: int = 3
     bidirectional: bool = True
-    frozen_stages: int = 0
-
-    def parameter_groups(self) -> ParameterGroups:
-        levels = [f"down_{level}" for level in range(self.depth)]
-        return ParameterGroups((one_stage_each("encoder", [*levels, "bottleneck"]),))
-
-    def with_frozen_statistics(self, num_stages: int) -> "UNetConvLSTM":
-        return self.clone(frozen_stages=num_stages)
 
     def _check(self, x: jnp.ndarray) -> None:
         name = type(self).__name__
@@ -105,26 +83,14 @@ class UNetConvLSTM(nn.Module, Transferable):
                 f"{name} expects volumes [batch, x, y, slices, channels], "
                 f"got shape {x.shape}"
             )
-        if self.norm not in NORMS:
-            raise ValueError(f"{name}.norm: expected one of {NORMS}, got {self.norm!r}")
-        resolve_conv_impl(self.conv_impl)  # raises on an unknown name
-        if self.depth < 0:
-            raise ValueError(f"{name}.depth: expected >= 0, got {self.depth}")
-        if not 0 <= self.frozen_stages <= self.depth + 1:
+        if self.spatial_dims != 2:
             raise ValueError(
-                f"{name}.frozen_stages: expected 0..{self.depth + 1}, "
-                f"got {self.frozen_stages}"
+                f"{name}.spatial_dims: the U-Net runs on 2D slices, expected 2, "
+                f"got {self.spatial_dims}"
             )
-        if self.widths is not None and len(self.widths) != self.depth + 1:
-            raise ValueError(
-                f"{name}.widths: expected depth + 1 = {self.depth + 1} values, "
-                f"got {tuple(self.widths)}"
-            )
-
-    def _width(self, level: int) -> int:
-        if self.widths is not None:
-            return int(self.widths[level])
-        return self.base_width * 2**level
+        if self.deep_supervision:
+            raise ValueError(f"{name}.deep_supervision: not supported")
+        super()._check(x[:, :, :, 0])  # the U-Net's options, on one slice
 
     def _across_slices(self, features: jnp.ndarray, batch: int) -> jnp.ndarray:
         """Bottleneck maps ``[B * Z, h, w, F]`` (slices of a volume adjacent) plus
@@ -147,42 +113,9 @@ class UNetConvLSTM(nn.Module, Transferable):
         batch, size_x, size_y, slices, channels = x.shape
         # [B, X, Y, Z, C] -> [B, Z, X, Y, C] -> [B * Z, X, Y, C]: each volume's
         # slices adjacent in the folded batch, so they unfold back into sequences.
-        y = jnp.moveaxis(x, 3, 1).reshape(batch * slices, size_x, size_y, channels)
-        multiple = 2**self.depth
-        padded = tuple(-(-s // multiple) * multiple for s in (size_x, size_y))
-        if padded != (size_x, size_y):
-            pad = ((0, 0), (0, padded[0] - size_x), (0, padded[1] - size_y), (0, 0))
-            y = jnp.pad(y, pad)
-
-        block = partial(
-            UNetBlock,
-            spatial_dims=2,
-            norm=self.norm,
-            num_groups=self.num_groups,
-            norm_momentum=self.norm_momentum,
-            residual=self.residual,
-            conv_impl=self.conv_impl,
-            activation=self.activation,
-        )
-        skips = []
-        for level in range(self.depth):
-            level_train = train and level >= self.frozen_stages
-            y = block(self._width(level), name=f"down_{level}")(y, train=level_train)
-            skips.append(y)
-            y = max_pool(y, 2, self.conv_impl)
-        bottleneck_train = train and self.depth >= self.frozen_stages
-        y = block(self._width(self.depth), name="bottleneck")(y, train=bottleneck_train)
-        if self.recurrence:
-            y = self._across_slices(y, batch)
-
-        for level in reversed(range(self.depth)):
-            upconv = UpConv(
-                self._width(level), (2, 2), impl=self.conv_impl, name=f"upconv_{level}"
-            )
-            y = jnp.concatenate([skips[level], upconv(y)], axis=-1)
-            y = block(self._width(level), name=f"up_{level}")(y, train=train)
-        logits = Conv(self.num_classes, (1, 1), impl=self.conv_impl, name="head")(y)
-        logits = logits[:, :size_x, :size_y]
+        folded = jnp.moveaxis(x, 3, 1).reshape(batch * slices, size_x, size_y, channels)
+        mixer = partial(self._across_slices, batch=batch) if self.recurrence else None
+        logits = self._segment(folded, train=train, bottleneck_mixer=mixer)
         logits = logits.reshape((batch, slices) + logits.shape[1:])
         return jnp.moveaxis(logits, 1, 3)  # [B, X, Y, Z, K]
 
