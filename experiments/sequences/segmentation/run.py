@@ -237,7 +237,12 @@ def main() -> None:
         f"trainer.eval_every={args.steps}",
         f"trainer.checkpoint_every={args.steps}",
     ]
+    # Rows of runs not repeated now are kept (seeds added to a study later).
+    planned = {(v, s) for s in args.seeds for v in args.variants}
     results = []
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            results = [r for r in json.load(f) if (r["variant"], r["seed"]) not in planned]
     for seed in args.seeds:
         for variant in args.variants:
             run_dir = os.path.join(args.runs, f"{variant}_seed{seed}")
