@@ -187,7 +187,8 @@ def test_a_slice_stack_task_trains_end_to_end_on_four_devices(tmp_path):
 
     assert jax.device_count() == 4
     volumes = phantoms(
-        kind="torso3d", image_size=16, split_sizes={"train": 4, "validation": 4, "test": 4},
+        kind="torso3d", image_size=16,
+        split_sizes={"train": 4, "validation": 4, "test": 4},
         data_dir=str(tmp_path / "data"), batch_size=4, eval_batch_size=4,
     )
     task = SequenceClassificationTask(num_classes=2, slice_axis=2)
