@@ -262,6 +262,7 @@ TINY = [
     "cnn_bilstm_tiny",
     "temporal_conv_tiny",
     "frame_mean_tiny",
+    "frame_max_tiny",
     "r2plus1d_tiny",
     "convlstm_tiny",
 ]
