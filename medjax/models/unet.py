@@ -12,6 +12,7 @@ statistics (batch, instance, group) then include the padded zeros; feed sizes th
 are multiples of ``2**depth`` when that matters.
 """
 
+from collections.abc import Callable
 from functools import partial
 
 import flax.linen as nn
@@ -179,6 +180,19 @@ class UNet(nn.Module, Transferable):
         """Returns logits ``[B, *spatial, num_classes]`` (see the class docstring for
         the deep-supervision tuple)."""
         self._check(x)
+        return self._segment(x, train=train)
+
+    def _segment(
+        self,
+        x: jnp.ndarray,
+        *,
+        train: bool,
+        bottleneck_mixer: Callable[[jnp.ndarray], jnp.ndarray] | None = None,
+    ) -> jnp.ndarray | tuple[jnp.ndarray, ...]:
+        """The network on a checked ``x`` (called from ``__call__``'s compact
+        scope). ``bottleneck_mixer`` maps the bottleneck's features before the
+        dropout: :class:`~medjax.models.sequence.unet_convlstm.UNetConvLSTM`
+        mixes the slices of a volume there."""
         dims = self.spatial_dims
         spatial = x.shape[1 : 1 + dims]
         multiple = 2**self.depth
@@ -207,6 +221,8 @@ class UNet(nn.Module, Transferable):
             x = max_pool(x, 2, self.conv_impl)
         bottleneck_train = train and self.depth >= self.frozen_stages
         x = block(self._width(self.depth), name="bottleneck")(x, train=bottleneck_train)
+        if bottleneck_mixer is not None:
+            x = bottleneck_mixer(x)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
 
         aux = []

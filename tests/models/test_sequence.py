@@ -262,6 +262,7 @@ TINY = [
     "cnn_bilstm_tiny",
     "temporal_conv_tiny",
     "frame_mean_tiny",
+    "frame_max_tiny",
     "r2plus1d_tiny",
     "convlstm_tiny",
 ]
@@ -350,3 +351,45 @@ def test_models_name_what_they_expected():
         RecurrentEncoder("lstmm").init(
             jax.random.key(0), jnp.ones((1, 2, 3)), train=False
         )
+
+
+def test_frame_max_pools_the_valid_frames_and_padding_never_wins():
+    from medjax.models.sequence.cnn_recurrent import frame_max_tiny
+
+    model = frame_max_tiny(num_outputs=2)
+    x, lengths = frames((2, 4, 9, 7, 1)), jnp.array([2, 4])
+    # brighter, wider noise in the padded frames of sequence 0: its features
+    # outgrow the valid frames', so it would win an unmasked max
+    bright = x.at[0, 2:].set(4 * frames((2, 9, 7, 1), seed=5) + 3)
+    variables = random_variables(model, x, scale=0.3)
+
+    @jax.jit
+    def run(x):
+        def pooled(x):
+            return model.apply(variables, x, train=False, seq_lengths=lengths)
+
+        out, captured = model.apply(
+            variables, x, train=False, seq_lengths=lengths, capture_intermediates=True
+        )
+        features = captured["intermediates"]["backbone"]["__call__"][0]
+        unmasked = model.apply(variables, x, train=False)
+        return out, features, unmasked, jax.grad(lambda x: pooled(x).sum())(x)
+
+    out, features, _, grad = run(x)
+    bright_out, bright_features, bright_unmasked, bright_grad = run(bright)
+    # numpy reference: max of each feature over the valid frames, then the head
+    features = np.asarray(features).reshape(2, 4, -1)
+    summary = np.stack([features[b, :n].max(0) for b, n in enumerate([2, 4])])
+    head = variables["params"]["head"]
+    np.testing.assert_allclose(
+        out, summary @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5
+    )
+    # the padding changes neither the output nor gets a gradient
+    np.testing.assert_allclose(bright_out, out, atol=1e-6)
+    np.testing.assert_array_equal(grad[0, 2:], 0.0)
+    np.testing.assert_array_equal(bright_grad[0, 2:], 0.0)
+    assert np.abs(grad[0, :2]).sum() > 0
+    # not vacuous: the bright padding holds larger features, and wins unmasked
+    bright_features = np.asarray(bright_features).reshape(2, 4, -1)
+    assert (bright_features[0, 2:].max(0) > bright_features[0, :2].max(0)).any()
+    assert not np.allclose(bright_unmasked[0], out[0], atol=1e-4)

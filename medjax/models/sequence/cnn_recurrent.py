@@ -12,6 +12,15 @@ compares, everything else being equal:
 - ``temporal_conv``: :class:`TemporalConvEncoder` (1D convolutions over time);
 - ``mean``: the frame-mean baseline (frame features averaged over the valid
   frames; per frame, each frame on its own): what a 2D CNN sees without time.
+- ``max``: the frame-max (multiple-instance) baseline: the per-frame features
+  max-pooled over the valid frames, then the head. For a slice stack this is a
+  2D CNN with max over slices: a volume holds a lesion when some slice does.
+  Features rather than per-slice logits are pooled (embedding-level MIL, which
+  Wang et al. 2018 found trains at least as well as pooling instance scores):
+  each ReLU feature is a detector that fires on the slice that shows it best,
+  one head serves any number of classes or a regression (a max over each class
+  logit separately would mix slices), and ``per_frame`` still gives the
+  per-slice scores.
 
 Parameter names are part of the interface (checkpoints are loaded by path): the
 per-frame backbone is ``backbone`` with the same subtree as
@@ -35,6 +44,7 @@ import jax.numpy as jnp
 from medjax.models.cnn import ConvBackbone, backbone_like, backbone_stages
 from medjax.models.groups import ParameterGroups, Transferable, single_stage
 from medjax.models.sequence.masking import (
+    masked_max_over_time,
     masked_mean_over_time,
     valid_steps,
     zero_padded_steps,
@@ -42,7 +52,9 @@ from medjax.models.sequence.masking import (
 from medjax.models.sequence.recurrent import CELLS, RecurrentEncoder
 from medjax.models.sequence.temporal_conv import TemporalConvEncoder
 
-ENCODER_KINDS = (*CELLS, "temporal_conv", "mean")
+ENCODER_KINDS = (*CELLS, "temporal_conv", "mean", "max")
+# Kinds with no temporal parameters: a masked pooling of the frame features.
+POOLING = {"mean": masked_mean_over_time, "max": masked_max_over_time}
 
 
 def check_frames(model: str, x: jnp.ndarray) -> None:
@@ -59,8 +71,8 @@ class SequenceClassifier(nn.Module, Transferable):
 
     Attributes:
         num_outputs: outputs of the head (logits, or regression targets).
-        encoder_kind: 'lstm', 'gru', 'rnn', 'temporal_conv' or 'mean' (see the
-            module docstring).
+        encoder_kind: 'lstm', 'gru', 'rnn', 'temporal_conv', 'mean' or 'max'
+            (see the module docstring).
         backbone: a medjax 2D feature extractor ``[N, H, W, C] -> [N, F]`` called
             as ``backbone(x, train=...)`` (e.g. a
             :class:`~medjax.models.cnn.ConvBackbone`); None builds a
@@ -167,10 +179,9 @@ class SequenceClassifier(nn.Module, Transferable):
             )
         features = self._encode_frames(x, train=train)
         lengths, mask = valid_steps(seq_lengths, x)
-        if self.encoder_kind == "mean":
-            summary = (
-                features if self.per_frame else masked_mean_over_time(features, mask)
-            )
+        if self.encoder_kind in POOLING:
+            pool = POOLING[self.encoder_kind]
+            summary = features if self.per_frame else pool(features, mask)
         else:
             summary = self._temporal()(features, seq_lengths=lengths, train=train)
         summary = nn.Dropout(self.dropout_rate, deterministic=not train)(summary)
@@ -198,6 +209,7 @@ temporal_conv_tiny = partial(
     SequenceClassifier, encoder_kind="temporal_conv", widths=(4, 8), features=8
 )
 frame_mean_tiny = partial(SequenceClassifier, encoder_kind="mean", widths=(4, 8))
+frame_max_tiny = partial(SequenceClassifier, encoder_kind="max", widths=(4, 8))
 
 # Small: the 16-32-64 plain CNN per 64-pixel frame, 64 hidden units over time.
 _small = {"widths": (16, 32, 64), "features": 64, "dropout_rate": 0.1}
@@ -211,3 +223,4 @@ temporal_conv_small = partial(
     SequenceClassifier, encoder_kind="temporal_conv", num_layers=2, **_small
 )
 frame_mean_small = partial(SequenceClassifier, encoder_kind="mean", **_small)
+frame_max_small = partial(SequenceClassifier, encoder_kind="max", **_small)

@@ -44,6 +44,14 @@ def masked_mean_over_time(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
     return total / jnp.maximum(jnp.sum(weights, axis=1), 1)
 
 
+def masked_max_over_time(x: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
+    """Maximum of ``x [B, T, ...]`` over the valid steps of each sequence ->
+    ``[B, ...]``: padded steps are set to the dtype's lowest value first, so they
+    never win the max (nor get its gradient); every sequence has >= 1 valid step."""
+    mask = mask.reshape(mask.shape + (1,) * (x.ndim - 2))
+    return jnp.max(jnp.where(mask, x, jnp.finfo(x.dtype).min), axis=1)
+
+
 def final_step(
     sequences: jnp.ndarray, seq_lengths: jnp.ndarray, bidirectional: bool
 ) -> jnp.ndarray:

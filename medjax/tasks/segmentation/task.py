@@ -17,6 +17,11 @@ Metrics over a split (conventions in ``medjax.metrics``):
   surface distance; it is counted by Dice (0) and by ``missed_<class>``, the
   share of cases with the class in the truth and none in the prediction.
   ``hd95`` and ``asd`` average the per-class values.
+- Volumes only (3D data): ``slice_consistency_<class>``, the prediction's mean
+  Dice between adjacent slices along the last (axial) axis minus the truth's
+  (``medjax.metrics.slice_consistency``; 0 is as consistent as the truth,
+  negative flickers more), over the cases where both hold the class;
+  ``slice_consistency`` averages the classes.
 - With ``lesion_metrics``: per-lesion ``lesion_sensitivity`` and
   ``lesion_precision`` by connected components, pooled over the split.
 """
@@ -31,6 +36,7 @@ import numpy as np
 from medjax import losses, metrics
 from medjax.data import schema as roles
 from medjax.inferers import sliding_window
+from medjax.metrics.slice_consistency import slice_consistency
 from medjax.ops import crops
 from medjax.tasks.base import Batch, Task
 
@@ -237,6 +243,14 @@ class SegmentationTask(Task):
             asd.append(distances[1])
         result["hd95"] = _nanmean(hd95)
         result["asd"] = _nanmean(asd)
+        if predicted.ndim == 4:  # [N, X, Y, Z] volumes: consistency across slices
+            per_class = []
+            for k in range(1, self.num_classes):
+                pairs = zip(predicted, truth)
+                gaps = [slice_consistency(p == k, t == k) for p, t in pairs]
+                per_class.append(_nanmean(gaps))
+                result[f"slice_consistency_{names[k]}"] = per_class[-1]
+            result["slice_consistency"] = _nanmean(per_class)
         if self.lesion_metrics:
             counts = [
                 metrics.lesion_detection_counts(p > 0, t)
