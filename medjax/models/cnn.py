@@ -24,7 +24,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.groups import Backbone, ParameterGroups, Transferable
+from medjax.models.groups import Backbone, ParameterGroups, Transferable, single_stage
 from medjax.models.layers import activation, normalization
 
 STEMS = ("small", "imagenet")
@@ -159,8 +159,13 @@ class ConvBackbone(nn.Module):
 # The fields a model shares with the ConvBackbone it builds (besides ``widths``,
 # ``spatial_dims`` and its name).
 BACKBONE_FIELDS = (
-    "blocks_per_stage", "residual", "norm", "norm_momentum", "stem",
-    "frozen_stages", "activation",
+    "blocks_per_stage",
+    "residual",
+    "norm",
+    "norm_momentum",
+    "stem",
+    "frozen_stages",
+    "activation",
 )
 
 
@@ -175,6 +180,31 @@ def backbone_like(
         name=name,
         **{field: getattr(model, field) for field in BACKBONE_FIELDS},
     )
+
+
+class OptionalBackboneTransfer(Transferable):
+    """Transfer hooks of a model whose ``backbone`` field is a module or None,
+    None meaning the ``ConvBackbone`` its own fields describe
+    (:func:`backbone_like`): the CNN-RNNs and the captioner. Stages come from the
+    fields, not from a backbone built here (a module made inside an unbound
+    module's method would need a scope)."""
+
+    def parameter_groups(self) -> ParameterGroups:
+        chosen = self.backbone
+        if chosen is None:
+            stages = backbone_stages(self.widths, self.blocks_per_stage, "backbone")
+        elif isinstance(chosen, ConvBackbone):
+            stages = backbone_stages(chosen.widths, chosen.blocks_per_stage, "backbone")
+        else:
+            stages = single_stage("backbone", ["backbone"])
+        return ParameterGroups((stages,))
+
+    def with_frozen_statistics(self, num_stages: int):
+        if self.backbone is None:
+            return self.clone(frozen_stages=num_stages)
+        if isinstance(self.backbone, ConvBackbone):
+            return self.clone(backbone=self.backbone.clone(frozen_stages=num_stages))
+        return None
 
 
 class CNNClassifier(nn.Module, Transferable):

@@ -33,8 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medjax.models.cnn import ConvBackbone, backbone_like, backbone_stages
-from medjax.models.groups import ParameterGroups, Transferable, single_stage
+from medjax.models.cnn import OptionalBackboneTransfer, backbone_like
 
 IMAGE_INPUTS = ("initial_state", "every_step")
 STRATEGIES = ("greedy", "beam")
@@ -190,7 +189,7 @@ def beam_search(
     )
 
 
-class Captioner(nn.Module, Transferable):
+class Captioner(nn.Module, OptionalBackboneTransfer):
     """CNN encoder, LSTM decoder over a small vocabulary.
 
     Attributes:
@@ -234,25 +233,6 @@ class Captioner(nn.Module, Transferable):
     frozen_stages: int = 0
     activation: str = "relu"
     dropout_rate: float = 0.0
-
-    def parameter_groups(self) -> ParameterGroups:
-        # From the fields, not a ConvBackbone built here: a module made inside an
-        # unbound module's method would need a scope.
-        chosen = self.backbone
-        if chosen is None:
-            stages = backbone_stages(self.widths, self.blocks_per_stage, "backbone")
-        elif isinstance(chosen, ConvBackbone):
-            stages = backbone_stages(chosen.widths, chosen.blocks_per_stage, "backbone")
-        else:
-            stages = single_stage("backbone", ["backbone"])
-        return ParameterGroups((stages,))
-
-    def with_frozen_statistics(self, num_stages: int) -> "Captioner | None":
-        if self.backbone is None:
-            return self.clone(frozen_stages=num_stages)
-        if isinstance(self.backbone, ConvBackbone):
-            return self.clone(backbone=self.backbone.clone(frozen_stages=num_stages))
-        return None
 
     def setup(self):
         if self.image_input not in IMAGE_INPUTS:

@@ -41,8 +41,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medjax.models.cnn import ConvBackbone, backbone_like, backbone_stages
-from medjax.models.groups import ParameterGroups, Transferable, single_stage
+from medjax.models.cnn import OptionalBackboneTransfer, backbone_like
 from medjax.models.sequence.masking import (
     masked_max_over_time,
     masked_mean_over_time,
@@ -66,7 +65,7 @@ def check_frames(model: str, x: jnp.ndarray) -> None:
         )
 
 
-class SequenceClassifier(nn.Module, Transferable):
+class SequenceClassifier(nn.Module, OptionalBackboneTransfer):
     """A 2D backbone per frame, a temporal encoder, a dense head.
 
     Attributes:
@@ -114,23 +113,6 @@ class SequenceClassifier(nn.Module, Transferable):
         if self.backbone is not None:
             return self.backbone
         return backbone_like(self, spatial_dims=2)
-
-    def parameter_groups(self) -> ParameterGroups:
-        chosen = self.backbone
-        if chosen is None:
-            stages = backbone_stages(self.widths, self.blocks_per_stage, "backbone")
-        elif isinstance(chosen, ConvBackbone):
-            stages = backbone_stages(chosen.widths, chosen.blocks_per_stage, "backbone")
-        else:
-            stages = single_stage("backbone", ["backbone"])
-        return ParameterGroups((stages,))
-
-    def with_frozen_statistics(self, num_stages: int) -> "SequenceClassifier | None":
-        if self.backbone is None:
-            return self.clone(frozen_stages=num_stages)
-        if isinstance(self.backbone, ConvBackbone):
-            return self.clone(backbone=self.backbone.clone(frozen_stages=num_stages))
-        return None
 
     def _temporal(self) -> nn.Module:
         if self.encoder_kind in CELLS:
