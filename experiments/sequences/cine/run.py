@@ -271,7 +271,16 @@ def main() -> None:
     parser.add_argument(
         "--studies", nargs="+", default=list(STUDIES), choices=list(STUDIES)
     )
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=200,
+        help="training steps; another length than 200 keeps its rows in "
+        "results_<steps>steps.json and draws no figures",
+    )
+    parser.add_argument(
+        "--variants", nargs="+", help="only these variants (default: every one)"
+    )
     parser.add_argument("--runs", default="runs/sequences_cine")
     parser.add_argument(
         "--reverse",
@@ -282,12 +291,16 @@ def main() -> None:
         "--report", action="store_true", help="only tabulate and draw results.json"
     )
     args = parser.parse_args()
+    global RESULTS
+    if args.steps != 200:
+        RESULTS = os.path.join(HERE, f"results_{args.steps}steps.json")
     if not args.report:
         order = [
             (seed, study, variant)
             for seed in args.seeds
             for study in args.studies
             for variant in STUDIES[study][2]
+            if args.variants is None or variant in args.variants
         ]
         os.makedirs(args.runs, exist_ok=True)
         for seed, study, variant in reversed(order) if args.reverse else order:
@@ -318,7 +331,8 @@ def main() -> None:
     results = load_results()
     for study in args.studies:
         table(results, study)
-    figures(results)
+    if args.steps == 200:
+        figures(results)
 
 
 if __name__ == "__main__":
