@@ -58,6 +58,39 @@ def validation_curve(run_dir: str, metric: str) -> tuple[list[int], list[float]]
     return [r["step"] for r in rows], [r[metric] for r in rows]
 
 
+def model_cost(overrides: Sequence[str], inputs, *, compiled: bool = True) -> tuple[int, float]:
+    """Parameters of the model that ``medjax-train`` overrides build, and XLA's
+    FLOP count of its forward pass on ``inputs``: a cost that does not depend on
+    what else the machine is running (``medjax-train`` prints the parameters only
+    with its progress bar).
+
+    Args:
+        overrides: of ``conf/train.yaml``, as on the command line.
+        inputs: what the model reads, as arrays or ``jax.ShapeDtypeStruct``; a
+            dict is a batch, read through the task's ``inputs``.
+        compiled: count the optimised program (True) or the lowered one.
+    """
+    import jax
+
+    from medjax.config import compose
+    from medjax.config.run import build_run
+
+    run = build_run(compose("train", list(overrides)))
+
+    def model_inputs(batch):
+        return run.task.inputs(batch) if isinstance(batch, dict) else batch
+
+    variables = jax.eval_shape(
+        lambda b: run.model.init(jax.random.key(0), model_inputs(b), train=False), inputs
+    )
+    forward = jax.jit(lambda v, b: run.model.apply(v, model_inputs(b), train=False))
+    lowered = forward.lower(variables, inputs)
+    cost = (lowered.compile() if compiled else lowered).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    parameters = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))
+    return int(parameters), float(cost["flops"])
+
+
 def mean_sd(values: Sequence[float]) -> str:
     values = np.asarray(values, float)
     sd = values.std(ddof=1) if len(values) > 1 else 0.0

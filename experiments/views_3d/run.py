@@ -17,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from runner import arguments, bar_plot, mean_sd, run_variants  # noqa: E402
+from runner import arguments, bar_plot, mean_sd, model_cost, run_variants  # noqa: E402
 
 DATA: list[str] = []  # conf/data/phantoms_lesions3d.yaml: 400 / 100 / 100 volumes
 VARIANTS = {
@@ -31,22 +31,11 @@ METRICS = ("accuracy", "balanced_accuracy", "auroc")
 
 def forward_flops(overrides: list[str]) -> float:
     """XLA's FLOP count of one lesion's forward pass (views and model)."""
-    import jax
     import numpy as np
 
-    from medjax.config import compose
-    from medjax.config.run import build_run
-
-    cfg = compose("train", ["experiment=lesion_25d", *overrides])
-    run = build_run(cfg)
     batch = {"image": np.zeros((1, 64, 64, 64, 1), np.float32),
              "lesion_center": np.full((1, 1, 3), 32.0, np.float32)}
-    inputs = run.task.inputs(batch)
-    variables = run.model.init(jax.random.key(0), inputs, train=False)
-    forward = jax.jit(lambda v, b: run.model.apply(v, run.task.inputs(b), train=False))
-    cost = forward.lower(variables, batch).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return float(cost["flops"])
+    return model_cost(["experiment=lesion_25d", *overrides], batch)[1]
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from runner import bar_plot, evaluate, mean_sd, train
+from runner import bar_plot, evaluate, mean_sd, model_cost, train
 
 RESULTS = os.path.join(HERE, "results.json")
 
@@ -170,30 +170,14 @@ def run_one(study: str, variant: str, seed: int, steps: int, runs: str) -> dict:
     return row
 
 
-def model_cost(overrides: list[str], study: str) -> tuple[int, float]:
-    """Parameters of the model a run's overrides build (``medjax-train`` prints
-    them only with its progress bar, which the study turns off), and XLA's FLOP
-    count of its compiled forward pass on one cine or volume: a cost that does
-    not depend on what else the shared machine is running."""
+def study_cost(overrides: list[str], study: str) -> tuple[int, float]:
+    """Parameters and forward FLOPs (:func:`runner.model_cost`) of a run's model
+    on one cine or volume."""
     import jax
     import jax.numpy as jnp
 
-    from medjax.config import compose
-    from medjax.config.run import build_run
-
-    model = build_run(compose("train", overrides)).model
     shape = (1, 32, 32, 32, 1) if study == "slices" else (1, 8, 32, 32, 1)
-    x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    variables = jax.eval_shape(
-        lambda x: model.init(jax.random.key(0), x, train=False), x
-    )
-    forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    cost = forward.lower(variables, x).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return (
-        sum(a.size for a in jax.tree.leaves(variables["params"])),
-        float(cost["flops"]),
-    )
+    return model_cost(overrides, jax.ShapeDtypeStruct(shape, jnp.float32))
 
 
 def table(results: list[dict], study: str) -> None:
@@ -214,7 +198,7 @@ def table(results: list[dict], study: str) -> None:
         if not rows:
             continue
         speed = np.mean([r["train_examples_per_second"] for r in rows])
-        parameters, flops = model_cost(rows[0]["overrides"], study)
+        parameters, flops = study_cost(rows[0]["overrides"], study)
         print(
             f"| {label} | {parameters:,} | {flops / 1e6:.1f} | {speed:.1f} | "
             f"{len(rows)} | "
