@@ -82,13 +82,13 @@ def train_losses(run_dir):
 
 
 @pytest.fixture(scope="module", params=list(SETUPS))
-def setup(request):
+def case(request):
     return request.param, request.getfixturevalue(SETUPS[request.param][2])
 
 
 @pytest.fixture(scope="module")
-def runs(setup, tmp_path_factory):
-    name, data = setup
+def runs(case, tmp_path_factory):
+    name, data = case
     straight = tmp_path_factory.mktemp(f"straight_{name}")
     resumed = tmp_path_factory.mktemp(f"resumed_{name}")
     train_to(straight, data, 2 * N, name)
@@ -101,8 +101,8 @@ def runs(setup, tmp_path_factory):
     return straight, resumed
 
 
-def test_resumed_parameters_are_identical(runs, setup):
-    name, data = setup
+def test_resumed_parameters_are_identical(runs, case):
+    name, data = case
     straight, resumed = (final_state(r, data, 2 * N, name) for r in runs)
     for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
