@@ -1,9 +1,18 @@
-"""Axis-aligned boxes: their corners, moving them with a transform, clipping.
+"""Axis-aligned boxes: corners, moving them with a transform, clipping, sizes,
+IoU, and the boxes of the instances of an instance map.
 
 Pure JAX, no other medjax import. A box is ``[2 * ndim]`` voxel coordinates
 ``(min_0, .., min_{d-1}, max_0, .., max_{d-1})`` in the same voxel-centre frame
 as points (``medjax.ops.spatial``): a box covering voxels 2..5 of an axis has
 ``min = 2, max = 5``. A set of boxes is ``[N, 2 * ndim]``.
+
+Sizes count voxels, ``size = max - min + 1`` on every axis (the box above is 4
+voxels long): a box spans ``[min - 0.5, max + 0.5]`` continuously, so a box with
+``min == max`` holds one voxel, and IoU, the detection deltas
+(``medjax.ops.detection``) and RoIAlign (``medjax.ops.roi_align``) all read
+sizes this way. In torchvision's continuous ``(x1, y1, x2, y2)`` frame (pixel
+``i`` spans ``[i, i + 1)``) the same box is ``x1 = min, x2 = max + 1``, with
+the axes in the other order (``x`` is the column).
 
 A transform that is not a pure scaling or translation (a rotation, a shear, an
 elastic warp) turns a box into a shape that is no longer a box; the moved box is
@@ -13,6 +22,7 @@ the smallest axis-aligned box holding the box's ``2 ** ndim`` moved corners.
 import itertools
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 
 
@@ -96,3 +106,86 @@ def clip_to_image(
         [jnp.clip(low, 0, upper), jnp.clip(high, 0, upper)], axis=-1
     )
     return clipped, overlaps
+
+
+def box_size(boxes: jnp.ndarray) -> jnp.ndarray:
+    """Extent of every box in voxels on every axis, ``max - min + 1``.
+
+    Args:
+        boxes: ``[..., 2 * ndim]``.
+
+    Returns:
+        ``[..., ndim]``; negative when ``max < min - 1`` (an empty box).
+    """
+    ndim = _ndim(boxes)
+    return boxes[..., ndim:] - boxes[..., :ndim] + 1
+
+
+def box_volume(boxes: jnp.ndarray) -> jnp.ndarray:
+    """Area (2D) or volume (3D) of every box in voxels, empty boxes 0.
+
+    Args:
+        boxes: ``[..., 2 * ndim]``.
+
+    Returns:
+        ``[...]``, the product of ``box_size`` clipped at 0.
+    """
+    return jnp.prod(jnp.maximum(box_size(boxes), 0), axis=-1)
+
+
+def iou(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """Intersection over union of every pair of boxes, 2D or 3D.
+
+    Sizes are inclusive voxel counts (``max - min + 1``): two boxes sharing one
+    row of voxels intersect by that row.
+
+    Args:
+        a: ``[N, 2 * ndim]``.
+        b: ``[M, 2 * ndim]``, the same ``ndim``.
+
+    Returns:
+        ``[N, M]``; 0 where the union is empty (two empty boxes).
+    """
+    ndim = _ndim(a)
+    if _ndim(b) != ndim:
+        raise ValueError(f"iou: boxes of {ndim} and {_ndim(b)} axes")
+    a, b = a[:, None, :], b[None, :, :]
+    low = jnp.maximum(a[..., :ndim], b[..., :ndim])
+    high = jnp.minimum(a[..., ndim:], b[..., ndim:])
+    intersection = jnp.prod(jnp.maximum(high - low + 1, 0), axis=-1)
+    union = box_volume(a) + box_volume(b) - intersection
+    return jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1), 0.0)
+
+
+def boxes_from_instances(
+    instance_map: jnp.ndarray, max_instances: int
+) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """The voxel extent of every instance of an instance map (jit-able).
+
+    Instance id ``k`` (1..``max_instances``) gives row ``k - 1``, so the rows
+    line up with per-lesion arrays padded the same way (the phantoms' lesion
+    centres and radii); id 0 is background and ids above ``max_instances`` are
+    left out. The extent is taken over every voxel of the id, connected or not.
+
+    Args:
+        instance_map: ``[*S]`` integer ids, ``ndim`` = 1..3 axes.
+        max_instances: ``K``, the number of rows (static).
+
+    Returns:
+        ``(boxes [K, 2 * ndim] float32, valid [K] bool)``: ``(min..., max...)``
+        voxel indices of each id present; rows of absent ids are 0 and invalid.
+    """
+    shape = instance_map.shape
+    ids = instance_map.reshape(-1).astype(jnp.int32)
+    # Segment K + 1 collects background and out-of-range ids, then is dropped.
+    ids = jnp.where((ids >= 1) & (ids <= max_instances), ids - 1, max_instances)
+    coords = jnp.stack(
+        jnp.unravel_index(jnp.arange(ids.size), shape), axis=-1
+    ).astype(jnp.float32)
+    segments = max_instances + 1
+    low = jax.ops.segment_min(coords, ids, num_segments=segments)[:-1]
+    high = jax.ops.segment_max(coords, ids, num_segments=segments)[:-1]
+    count = jax.ops.segment_sum(jnp.ones_like(ids), ids, num_segments=segments)
+    valid = count[:-1] > 0
+    boxes = jnp.concatenate([low, high], axis=-1)
+    return jnp.where(valid[:, None], boxes, 0.0), valid

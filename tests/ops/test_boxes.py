@@ -2,6 +2,7 @@
 
 import functools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -59,3 +60,65 @@ def test_clipping_keeps_overlapping_boxes_and_flags_the_others():
     clipped, overlaps = boxes.clip_to_image(box, (8, 10))
     np.testing.assert_array_equal(clipped, [[0, 3, 4, 9], [2, 2, 3, 3], [0, 0, 0, 4]])
     np.testing.assert_array_equal(overlaps, [True, True, False])
+
+
+def _numpy_iou(a, b):
+    """Pairwise IoU by loops, sizes max - min + 1 (the inclusive convention)."""
+    ndim = a.shape[1] // 2
+    out = np.zeros((len(a), len(b)))
+    for i, p in enumerate(a):
+        for j, q in enumerate(b):
+            inter = np.prod(
+                [max(0.0, min(p[ndim + k], q[ndim + k]) - max(p[k], q[k]) + 1)
+                 for k in range(ndim)]
+            )
+            vol_p = np.prod(p[ndim:] - p[:ndim] + 1)
+            vol_q = np.prod(q[ndim:] - q[:ndim] + 1)
+            out[i, j] = inter / (vol_p + vol_q - inter)
+    return out
+
+
+def _random_boxes(rng, count, ndim, size=20.0):
+    low = rng.uniform(0, size, (count, ndim))
+    return np.concatenate([low, low + rng.uniform(0, size / 2, (count, ndim))], 1)
+
+
+def test_iou_of_hand_made_boxes_counts_voxels_inclusively():
+    # Rows 0..1 x cols 0..1 (4 voxels) and rows 1..2 x cols 1..2 (4 voxels) share
+    # voxel (1, 1): IoU = 1 / (4 + 4 - 1) = 1/7. A box touching at no voxel: 0.
+    a = jnp.asarray([[0.0, 0.0, 1.0, 1.0]])
+    b = jnp.asarray([[1.0, 1.0, 2.0, 2.0], [2.0, 2.0, 3.0, 3.0], [0.0, 0.0, 1.0, 1.0]])
+    np.testing.assert_allclose(boxes.iou(a, b), [[1 / 7, 0.0, 1.0]], rtol=1e-6)
+    # A single voxel box has size 1, volume 1.
+    np.testing.assert_allclose(boxes.box_volume(jnp.asarray([3.0, 3.0, 3.0, 3.0])), 1)
+
+
+def test_iou_matches_a_numpy_reference_in_2d_and_3d():
+    rng = np.random.default_rng(0)
+    for ndim in (2, 3):
+        a, b = _random_boxes(rng, 7, ndim), _random_boxes(rng, 5, ndim)
+        expected = _numpy_iou(a, b)
+        assert (expected > 0).sum() >= 3  # some pairs overlap: the test can fail
+        got = boxes.iou(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_boxes_from_instances_of_a_hand_made_mask():
+    mask = np.zeros((6, 7), np.int32)
+    mask[1:3, 2:5] = 1  # rows 1..2, cols 2..4
+    mask[4, 0] = 3  # one voxel
+    mask[5, 6] = 3  # same id elsewhere: the extent covers both pieces
+    mask[0, 0] = 9  # above max_instances: left out
+    got, valid = jax.jit(boxes.boxes_from_instances, static_argnums=1)(mask, 4)
+    np.testing.assert_array_equal(valid, [True, False, True, False])
+    np.testing.assert_array_equal(
+        got, [[1, 2, 2, 4], [0, 0, 0, 0], [4, 0, 5, 6], [0, 0, 0, 0]]
+    )
+
+
+def test_boxes_from_instances_in_3d():
+    mask = np.zeros((4, 5, 6), np.uint8)
+    mask[1:4, 2, 3:5] = 2
+    got, valid = boxes.boxes_from_instances(jnp.asarray(mask), 2)
+    np.testing.assert_array_equal(valid, [False, True])
+    np.testing.assert_array_equal(got[1], [1, 2, 3, 3, 2, 4])
