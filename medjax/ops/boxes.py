@@ -19,6 +19,7 @@ elastic warp) turns a box into a shape that is no longer a box; the moved box is
 the smallest axis-aligned box holding the box's ``2 ** ndim`` moved corners.
 """
 
+import functools
 import itertools
 from collections.abc import Callable
 
@@ -133,6 +134,7 @@ def box_volume(boxes: jnp.ndarray) -> jnp.ndarray:
     return jnp.prod(jnp.maximum(box_size(boxes), 0), axis=-1)
 
 
+@jax.jit
 def iou(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     """Intersection over union of every pair of boxes, 2D or 3D.
 
@@ -157,6 +159,7 @@ def iou(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(union > 0, intersection / jnp.where(union > 0, union, 1), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("max_instances",))
 def boxes_from_instances(
     instance_map: jnp.ndarray, max_instances: int
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
