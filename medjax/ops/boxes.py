@@ -182,9 +182,9 @@ def boxes_from_instances(
     ids = instance_map.reshape(-1).astype(jnp.int32)
     # Segment K + 1 collects background and out-of-range ids, then is dropped.
     ids = jnp.where((ids >= 1) & (ids <= max_instances), ids - 1, max_instances)
-    coords = jnp.stack(
-        jnp.unravel_index(jnp.arange(ids.size), shape), axis=-1
-    ).astype(jnp.float32)
+    coords = jnp.stack(jnp.unravel_index(jnp.arange(ids.size), shape), axis=-1).astype(
+        jnp.float32
+    )
     segments = max_instances + 1
     low = jax.ops.segment_min(coords, ids, num_segments=segments)[:-1]
     high = jax.ops.segment_max(coords, ids, num_segments=segments)[:-1]

@@ -68,8 +68,10 @@ def _numpy_iou(a, b):
     for i, p in enumerate(a):
         for j, q in enumerate(b):
             inter = np.prod(
-                [max(0.0, min(p[ndim + k], q[ndim + k]) - max(p[k], q[k]) + 1)
-                 for k in range(ndim)]
+                [
+                    max(0.0, min(p[ndim + k], q[ndim + k]) - max(p[k], q[k]) + 1)
+                    for k in range(ndim)
+                ]
             )
             vol_p = np.prod(p[ndim:] - p[:ndim] + 1)
             vol_q = np.prod(q[ndim:] - q[:ndim] + 1)

@@ -52,7 +52,9 @@ def test_decode_clamps_the_log_size_delta():
 
 
 def test_grid_anchors_count_order_and_centres():
-    anchors = detection.grid_anchors((3, 5), 4, sizes=(8, 16), aspect_ratios=(0.5, 1, 2))
+    anchors = detection.grid_anchors(
+        (3, 5), 4, sizes=(8, 16), aspect_ratios=(0.5, 1, 2)
+    )
     per_location = detection.anchors_per_location((8, 16), (0.5, 1, 2))
     assert per_location == 6 and anchors.shape == (3 * 5 * 6, 4)
     # Cell (0, 0) covers voxels 0..3: centre 1.5. Ratio 1, size 8 (third anchor):
@@ -71,7 +73,9 @@ def test_grid_anchors_count_order_and_centres():
 def test_grid_anchors_in_3d_are_cubes():
     anchors = detection.grid_anchors((2, 2, 3), (2, 2, 4), sizes=(4,))
     assert anchors.shape == (12, 6)
-    np.testing.assert_allclose(anchors[0], [-1, -1, -0, 2, 2, 3])  # centre 0.5, 0.5, 1.5
+    np.testing.assert_allclose(
+        anchors[0], [-1, -1, -0, 2, 2, 3]
+    )  # centre 0.5, 0.5, 1.5
     np.testing.assert_allclose(anchors[-1], [1, 1, 8, 4, 4, 11])  # 2.5, 2.5, 9.5
 
 
@@ -99,8 +103,10 @@ def test_nms_matches_a_numpy_reference_and_pads_to_k():
         expected = _numpy_nms(box, score, 0.3)
         assert 3 < len(expected) < 40  # some boxes suppressed, some kept
         indices, kept = detection.nms(
-            jnp.asarray(box, jnp.float32), jnp.asarray(score, jnp.float32),
-            iou_threshold=0.3, max_output=40,
+            jnp.asarray(box, jnp.float32),
+            jnp.asarray(score, jnp.float32),
+            iou_threshold=0.3,
+            max_output=40,
         )
         count = len(expected)
         np.testing.assert_array_equal(indices[:count], expected)
@@ -110,8 +116,10 @@ def test_nms_matches_a_numpy_reference_and_pads_to_k():
             continue
         # A smaller K keeps the best K of the same list.
         indices, kept = detection.nms(
-            jnp.asarray(box, jnp.float32), jnp.asarray(score, jnp.float32),
-            iou_threshold=0.3, max_output=3,
+            jnp.asarray(box, jnp.float32),
+            jnp.asarray(score, jnp.float32),
+            iou_threshold=0.3,
+            max_output=3,
         )
         np.testing.assert_array_equal(indices, expected[:3])
         assert kept.all()
@@ -143,8 +151,11 @@ def test_batched_nms_keeps_overlapping_boxes_of_different_classes():
     expected = _numpy_nms(box, score, 0.3, classes)
     assert len(expected) > len(_numpy_nms(box, score, 0.3))  # classes matter here
     indices, kept = detection.batched_nms(
-        jnp.asarray(box, jnp.float32), jnp.asarray(score, jnp.float32),
-        jnp.asarray(classes), iou_threshold=0.3, max_output=30,
+        jnp.asarray(box, jnp.float32),
+        jnp.asarray(score, jnp.float32),
+        jnp.asarray(classes),
+        iou_threshold=0.3,
+        max_output=30,
     )
     np.testing.assert_array_equal(indices[kept], expected)
     # Two identical boxes: one survives when they share a class, both otherwise.

@@ -64,8 +64,12 @@ def test_roi_align_matches_torchvision_semantics_on_random_inputs():
     boxes[0] = [-6.0, -3.0, 2.0, 50.0]
     for aligned in (True, False):
         got = roi_align(
-            jnp.asarray(features), jnp.asarray(boxes, jnp.float32), (3, 4),
-            spatial_scale=0.25, sampling_ratio=2, aligned=aligned,
+            jnp.asarray(features),
+            jnp.asarray(boxes, jnp.float32),
+            (3, 4),
+            spatial_scale=0.25,
+            sampling_ratio=2,
+            aligned=aligned,
         )
         assert got.shape == (6, 3, 4, 3)
         for r, (r0, c0, r1, c1) in enumerate(boxes):
@@ -83,7 +87,9 @@ def test_roi_align_of_a_box_on_whole_cells_averages_them():
     rows, cols = np.meshgrid(np.arange(5.0), np.arange(6.0), indexing="ij")
     features = (10 * rows + cols)[..., None].astype(np.float32)
     got = roi_align(
-        jnp.asarray(features), jnp.asarray([[1.0, 0.0, 2.0, 3.0]]), (1, 2),
+        jnp.asarray(features),
+        jnp.asarray([[1.0, 0.0, 2.0, 3.0]]),
+        (1, 2),
         sampling_ratio=2,
     )
     # Bins: rows 1..2 x cols 0..1 (centre 1.5, 0.5) and cols 2..3 (1.5, 2.5).
