@@ -290,6 +290,24 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
 
 
+def _greedy_matches(overlap: np.ndarray, threshold: float) -> np.ndarray:
+    """COCO's matching in one image: each detection (rows of ``overlap [P, G]``,
+    by descending score) takes the unmatched truth box of highest IoU at or
+    above the threshold (COCO's ``min(t, 1 - 1e-10)``); equal IoUs go to the
+    later truth box, as COCO's loop. Returns ``[P]`` bool, matched or not."""
+    taken = np.zeros(overlap.shape[1], bool)
+    matched = np.zeros(overlap.shape[0], bool)
+    floor = min(threshold, 1 - 1e-10)
+    for d, row in enumerate(overlap):
+        free = np.where(taken, -1.0, row)
+        if free.size == 0:
+            break
+        best = free.size - 1 - int(np.argmax(free[::-1]))
+        if free[best] >= floor:
+            taken[best] = matched[d] = True
+    return matched
+
+
 def _average_precision(scores, matched, num_truth) -> float:
     """COCO's 101-point interpolated AP of detections pooled over images."""
     if num_truth == 0:
@@ -345,40 +363,26 @@ def box_average_precision(
         for i, (boxes, score, truth) in enumerate(
             zip(predicted_boxes, predicted_scores, truth_boxes, strict=True)
         ):
-            boxes, score = np.asarray(boxes, np.float64), np.asarray(score)
-            truth = np.asarray(truth, np.float64).reshape(-1, boxes.shape[-1])
+            boxes, truth = np.asarray(boxes, np.float64), np.asarray(truth, float)
+            # Empty lists come without their last axis: take it from the other.
+            width = next((x.shape[-1] for x in (boxes, truth) if x.ndim == 2), 4)
+            boxes, truth = boxes.reshape(-1, width), truth.reshape(-1, width)
+            score = np.asarray(score, np.float64)
             if predicted_labels is not None:
                 keep = np.asarray(predicted_labels[i]) == label
                 boxes, score = boxes[keep], score[keep]
             if truth_labels is not None:
                 truth = truth[np.asarray(truth_labels[i]) == label]
             order = np.argsort(-score, kind="mergesort")[:max_detections]
-            boxes, score = boxes[order], score[order]
-            overlap = (
-                _box_iou(boxes, truth) if len(truth) else np.zeros((len(boxes), 0))
-            )
+            overlap = _box_iou(boxes[order], truth)
             num_truth += len(truth)
-            scores.append(score)
+            scores.append(score[order])
             for t, threshold in enumerate(thresholds):
-                taken = np.zeros(len(truth), bool)
-                for d in range(len(boxes)):
-                    # Best unmatched truth at or above the threshold (COCO's
-                    # min(t, 1 - 1e-10) lets IoU 1 match at threshold 1).
-                    # Equal IoUs go to the later truth box, as COCO's loop.
-                    candidates = np.where(taken, -1.0, overlap[d])[::-1]
-                    best = (
-                        len(truth) - 1 - int(np.argmax(candidates))
-                        if len(truth)
-                        else -1
-                    )
-                    ok = best >= 0 and overlap[d, best] >= min(threshold, 1 - 1e-10)
-                    ok = ok and not taken[best]
-                    if ok:
-                        taken[best] = True
-                    matched[t].append(ok)
+                matched[t].append(_greedy_matches(overlap, threshold))
         pooled = np.concatenate(scores + [[]])
         for t in range(len(thresholds)):
-            ap[label, t] = _average_precision(pooled, matched[t], num_truth)
+            hits = np.concatenate(matched[t] + [np.zeros(0, bool)])
+            ap[label, t] = _average_precision(pooled, hits, num_truth)
     at_half = np.flatnonzero(np.isclose(thresholds, 0.5))
     return {
         "ap": ap,

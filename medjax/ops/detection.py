@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from medjax.ops import boxes as boxes_lib
 
@@ -152,11 +153,12 @@ def grid_anchors(
     for ratio in aspect_ratios:
         scale = (math.sqrt(ratio), 1 / math.sqrt(ratio)) if ndim == 2 else (1.0,) * 3
         extents += [[size * s for s in scale] for size in sizes]
-    half = (jnp.asarray(extents, jnp.float32) - 1) / 2
-    axes = [(jnp.arange(n) + 0.5) * s - 0.5 for n, s in zip(feature_shape, strides)]
-    centres = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 1, ndim)
-    anchors = jnp.concatenate([centres - half, centres + half], axis=-1)
-    return anchors.reshape(-1, 2 * ndim).astype(jnp.float32)
+    # Everything here is static: numpy builds the constant, no trace is needed.
+    half = (np.asarray(extents, np.float64) - 1) / 2
+    axes = [(np.arange(n) + 0.5) * s - 0.5 for n, s in zip(feature_shape, strides)]
+    centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 1, ndim)
+    anchors = np.concatenate([centres - half, centres + half], axis=-1)
+    return jnp.asarray(anchors.reshape(-1, 2 * ndim), jnp.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("max_output",))
@@ -175,8 +177,9 @@ def nms(
     dropped when its IoU with a kept box is above ``iou_threshold``; ties go to
     the lower index), cut to the first ``max_output``. Each of ``max_output``
     steps takes the best box left and suppresses its overlaps, so the cost is
-    ``max_output * N`` and no ``[N, N]`` matrix is formed. Batch with
-    ``jax.vmap``.
+    ``max_output * N`` and no ``[N, N]`` matrix is formed; the steps run one
+    after another, so cut ``N`` first with ``jax.lax.top_k`` (torchvision's
+    ``pre_nms_top_n``). Batch with ``jax.vmap``.
 
     Args:
         boxes: ``[N, 2 * ndim]``.
@@ -213,6 +216,7 @@ def nms(
     return indices, kept
 
 
+@functools.partial(jax.jit, static_argnames=("max_output",))
 def batched_nms(
     boxes: jnp.ndarray,
     scores: jnp.ndarray,

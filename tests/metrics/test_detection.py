@@ -244,3 +244,82 @@ def test_numpy_box_iou_equals_the_ops_one():
         boxes.iou(jnp.asarray(a, jnp.float32), jnp.asarray(a[::-1], jnp.float32)),
         atol=1e-5,
     )
+
+
+def test_average_precision_agrees_with_pycocotools_where_it_is_installed():
+    import contextlib
+    import io
+
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    rng = np.random.default_rng(9)
+    predicted, scores, truth, predicted_labels, truth_labels = [], [], [], [], []
+    images, truths, detections = [], [], []
+    for image in range(8):
+        low = rng.uniform(0, 50, (rng.integers(0, 5), 2))
+        boxes = np.concatenate([low, low + rng.uniform(3, 15, low.shape)], 1).round()
+        # Guesses near the truth, or two stray boxes in an image without any.
+        stray = np.asarray([[10.0, 10.0, 20.0, 20.0]] * 2)
+        source = boxes[rng.integers(0, len(boxes), 6)] if len(boxes) else stray
+        guess = source + rng.normal(0, 2, (len(source), 4))
+        guess[:, 2:] = np.maximum(guess[:, 2:], guess[:, :2])
+        guess_labels, box_labels = (
+            rng.integers(0, 2, len(guess)),
+            rng.integers(0, 2, len(boxes)),
+        )
+        predicted.append(guess), scores.append(rng.random(len(guess)))
+        truth.append(boxes), predicted_labels.append(guess_labels)
+        truth_labels.append(box_labels)
+        images.append({"id": image})
+
+        def xywh(b):  # COCO's [x, y, w, h] of an inclusive (row, col) box
+            return [b[1], b[0], b[3] - b[1] + 1, b[2] - b[0] + 1]
+
+        for b, label in zip(boxes, box_labels):
+            w, h = xywh(b)[2:]
+            truths.append(
+                {
+                    "id": len(truths) + 1,
+                    "image_id": image,
+                    "iscrowd": 0,
+                    "category_id": int(label) + 1,
+                    "bbox": xywh(b),
+                    "area": w * h,
+                }
+            )
+        for b, s, label in zip(guess, scores[-1], guess_labels):
+            detections.append(
+                {
+                    "image_id": image,
+                    "category_id": int(label) + 1,
+                    "bbox": xywh(b),
+                    "score": float(s),
+                }
+            )
+    coco = COCO()
+    coco.dataset = {
+        "images": images,
+        "annotations": truths,
+        "categories": [{"id": 1}, {"id": 2}],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        evaluation = COCOeval(coco, coco.loadRes(detections), "bbox")
+        evaluation.params.areaRng, evaluation.params.areaRngLbl = [[0, 1e10]], ["all"]
+        evaluation.params.maxDets = [100]
+        evaluation.evaluate()
+        evaluation.accumulate()
+    precision = evaluation.eval["precision"][:, :, :, 0, 0]  # [T, 101, classes]
+    theirs = np.where(precision > -1, precision, np.nan).mean(1).T
+    ours = detection.box_average_precision(
+        predicted,
+        scores,
+        truth,
+        predicted_labels=predicted_labels,
+        truth_labels=truth_labels,
+        num_classes=2,
+    )
+    assert np.nanmax(theirs) > 0.1
+    np.testing.assert_allclose(ours["ap"], theirs, atol=1e-12)

@@ -107,3 +107,20 @@ def test_roi_align_in_3d_of_a_depth_constant_map_is_the_2d_result():
     flat = roi_align(jnp.asarray(plane), jnp.asarray(boxes_2d), (2, 3))
     deep = roi_align(jnp.asarray(volume), jnp.asarray(boxes_3d), (2, 3, 2))
     np.testing.assert_allclose(deep, np.repeat(flat[:, :, :, None], 2, 3), atol=1e-5)
+
+
+def test_roi_align_gradient_spreads_each_bin_over_its_samples():
+    import jax
+
+    # A box well inside the map: every bilinear sample's weights sum to 1 and
+    # each bin averages its samples, so d(sum of the 2 x 2 bins) / d(features)
+    # sums to 4 per channel, all of it on cells the box touches.
+    features = jnp.zeros((8, 8, 2))
+    box = jnp.asarray([[2.0, 1.0, 4.0, 5.0]])  # rows 2..4, cols 1..5
+    grad = jax.grad(lambda f: roi_align(f, box, (2, 2), sampling_ratio=3).sum())(
+        features
+    )
+    np.testing.assert_allclose(grad.sum(axis=(0, 1)), [4.0, 4.0], rtol=1e-5)
+    outside = np.ones((8, 8), bool)
+    outside[1:6, 0:7] = False  # rows 1.5..4.5 and cols 0.5..5.5 read these cells
+    assert np.abs(np.asarray(grad)[outside]).max() == 0
