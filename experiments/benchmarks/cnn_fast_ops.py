@@ -106,8 +106,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     options = compiler_options("cpu")
-    print(f"jax {jax.__version__}, {jax.device_count()} CPU device(s); ms per "
-          f"forward + backward, median of {args.repeats} after {args.warmup} warm-up")
+    print(
+        f"jax {jax.__version__}, {jax.device_count()} CPU device(s); ms per "
+        f"forward + backward, median of {args.repeats} after {args.warmup} warm-up"
+    )
     print("| layer | xla | cpu | xla / cpu | other candidate |")
     print("| --- | ---: | ---: | ---: | --- |")
     for label, fns, shapes, argnums in CASES:
@@ -125,8 +127,11 @@ def main() -> None:
         other = "; ".join(
             f"{n}: {v:.2f} ms" for n, v in ms.items() if n not in ("xla", "cpu")
         )
-        print(f"| {label} | {ms['xla']:.2f} | {ms['cpu']:.2f} | "
-              f"{ms['xla'] / ms['cpu']:.2f}x | {other} |", flush=True)
+        print(
+            f"| {label} | {ms['xla']:.2f} | {ms['cpu']:.2f} | "
+            f"{ms['xla'] / ms['cpu']:.2f}x | {other} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ either way (:mod:`medjax.models.fast_layers`, :mod:`medjax.models.fast_strided`)
 'xla' is exactly ``nn.Conv`` and ``nn.max_pool``.
 """
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

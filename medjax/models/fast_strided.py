@@ -54,7 +54,9 @@ def explicit_pads(
     """``(low, high)`` zero padding per spatial axis, as XLA resolves ``padding``
     ('SAME', 'VALID' or explicit pairs)."""
     if isinstance(padding, str):
-        return [tuple(p) for p in lax.padtype_to_pads(spatial, window, strides, padding)]
+        return [
+            tuple(p) for p in lax.padtype_to_pads(spatial, window, strides, padding)
+        ]
     return [(int(lo), int(hi)) for lo, hi in padding]
 
 

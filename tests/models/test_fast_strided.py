@@ -18,7 +18,6 @@ from tests.models.test_fast_layers import (
     _value_and_grads,
 )
 
-
 # (input shape, kernel size, strides, padding): every strided or padded
 # convolution of the CNNs, odd and even sizes, 2D and 3D
 CONV_CASES = [
@@ -57,7 +56,9 @@ def test_strided_conv_cpu_equals_nn_conv(x_shape, k, stride, padding):
     _assert_same(_value_and_grads(cpu, OPTIONS["ynn"], x, kernel), want)
 
 
-@pytest.mark.parametrize("x_shape", [(2, 8, 6, 3), (2, 7, 9, 3), (1, 5, 6, 7, 2)], ids=str)
+@pytest.mark.parametrize(
+    "x_shape", [(2, 8, 6, 3), (2, 7, 9, 3), (1, 5, 6, 7, 2)], ids=str
+)
 def test_strided_max_pool_cpu_equals_nn_max_pool(x_shape):
     # distinct values: no ties, where the two gradients may split differently
     dims = len(x_shape) - 2
@@ -66,7 +67,11 @@ def test_strided_max_pool_cpu_equals_nn_max_pool(x_shape):
     args = ((3,) * dims, (2,) * dims, [(1, 1)] * dims)
     want = _value_and_grads(lambda x: nn.max_pool(x, *args), None, x)
     got = _value_and_grads(lambda x: fast_strided.max_pool(x, *args, "cpu"), None, x)
-    assert got[0].shape == (x_shape[0], *(-(-s // 2) for s in x_shape[1:-1]), x_shape[-1])
+    assert got[0].shape == (
+        x_shape[0],
+        *(-(-s // 2) for s in x_shape[1:-1]),
+        x_shape[-1],
+    )
     _assert_same(got, want)
     xla = _value_and_grads(lambda x: fast_strided.max_pool(x, *args, "xla"), None, x)
     for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(want)):
@@ -82,7 +87,14 @@ def test_strided_conv_initialises_like_nn_conv():
         np.testing.assert_array_equal(a, b)
 
 
-PRESETS = ["cnn_tiny", "cnn_small", "resnet_tiny", "resnet_small", "resnet10", "resnet34"]
+PRESETS = [
+    "cnn_tiny",
+    "cnn_small",
+    "resnet_tiny",
+    "resnet_small",
+    "resnet10",
+    "resnet34",
+]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -110,16 +122,19 @@ def test_presets_have_the_same_parameters_with_either_impl(preset, spatial_dims,
 
 # the four families: a kernel-supported width (16) in two of them
 FAMILIES = {
-    "plain_2d": (dict(widths=(4, 16)), (2, 11, 10, 1)),
+    "plain_2d": ({"widths": (4, 16)}, (2, 11, 10, 1)),
     "plain_3d_imagenet": (
-        dict(widths=(4, 8), spatial_dims=3, stem="imagenet"),
+        {"widths": (4, 8), "spatial_dims": 3, "stem": "imagenet"},
         (2, 9, 8, 7, 1),
     ),
     "resnet_2d_projections": (
-        dict(widths=(16, 8, 8), blocks_per_stage=(1, 2, 1), residual=True),
+        {"widths": (16, 8, 8), "blocks_per_stage": (1, 2, 1), "residual": True},
         (2, 12, 9, 2),
     ),
-    "resnet_3d": (dict(widths=(4, 8), residual=True, spatial_dims=3), (2, 6, 7, 5, 1)),
+    "resnet_3d": (
+        {"widths": (4, 8), "residual": True, "spatial_dims": 3},
+        (2, 6, 7, 5, 1),
+    ),
 }
 
 
