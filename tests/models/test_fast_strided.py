@@ -28,7 +28,6 @@ CONV_CASES = [
     ((1, 6, 5, 7, 3), 3, 2, "SAME"),
     ((2, 5, 6, 3, 2), 1, 2, "SAME"),
     ((1, 9, 8, 7, 1), 7, 2, 3),
-    ((1, 4, 5, 6, 3), 3, 1, "SAME"),  # stride 1: fast_layers.conv_cpu
 ]
 
 
@@ -75,15 +74,6 @@ def test_strided_max_pool_cpu_equals_nn_max_pool(x_shape):
     _assert_same(got, want)
     xla = _value_and_grads(lambda x: fast_strided.max_pool(x, *args, "xla"), None, x)
     for a, b in zip(jax.tree.leaves(xla), jax.tree.leaves(want)):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_strided_conv_initialises_like_nn_conv():
-    key, x = jax.random.key(0), jnp.zeros((1, 6, 6, 3))
-    ours = fast_strided.StridedConv(5, (3, 3), strides=(2, 2), impl="cpu")
-    got, want = ours.init(key, x), nn.Conv(5, (3, 3), (2, 2)).init(key, x)
-    assert jax.tree.structure(got) == jax.tree.structure(want)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_array_equal(a, b)
 
 
