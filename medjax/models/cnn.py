@@ -16,14 +16,21 @@ convolution and 3x3 stride-2 max pooling (for 224-pixel images and volumes).
 ``frozen_stages`` runs the normalisation of the stem and of the first stages in
 inference mode, so their batch statistics stay fixed while the rest trains
 (transfer learning's ``feature_extractor`` and partial ``finetune``).
+
+``conv_impl`` chooses how convolutions and the stem's max pooling run ('auto':
+'cpu' on the CPU backend, 'xla' elsewhere): the same function and parameters
+either way (:mod:`medjax.models.fast_layers`, :mod:`medjax.models.fast_strided`);
+'xla' is exactly ``nn.Conv`` and ``nn.max_pool``.
 """
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from medjax.models.fast_layers import resolve_conv_impl
+from medjax.models.fast_strided import StridedConv, max_pool
 from medjax.models.groups import Backbone, ParameterGroups, Transferable, single_stage
 from medjax.models.layers import activation, normalization
 
@@ -41,6 +48,7 @@ class ConvBlock(nn.Module):
     norm: str = "batch"
     norm_momentum: float = 0.99
     activation: str = "relu"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -50,14 +58,16 @@ class ConvBlock(nn.Module):
         norm = partial(
             normalization, self.norm, train=train, momentum=self.norm_momentum
         )
-        y = nn.Conv(self.features, kernel, strides, use_bias=False)(x)
+        # named as the nn.Conv layers were, so checkpoints load by path
+        conv = partial(StridedConv, use_bias=False, impl=self.conv_impl)
+        y = conv(self.features, kernel, strides=strides, name="Conv_0")(x)
         y = act(norm()(y))
-        y = nn.Conv(self.features, kernel, use_bias=False)(y)
+        y = conv(self.features, kernel, name="Conv_1")(y)
         y = norm()(y)
         if self.residual:
             if x.shape[-1] != self.features or self.stride != 1:
                 ones = (1,) * self.spatial_dims
-                x = nn.Conv(self.features, ones, strides, use_bias=False)(x)
+                x = conv(self.features, ones, strides=strides, name="Conv_2")(x)
                 x = norm()(x)
             y = y + x
         return act(y)
@@ -107,6 +117,7 @@ class ConvBackbone(nn.Module):
     stem: str = "small"
     frozen_stages: int = 0
     activation: str = "relu"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -117,20 +128,19 @@ class ConvBackbone(nn.Module):
                 f"model.frozen_stages: expected 0..{len(self.widths)}, "
                 f"got {self.frozen_stages}"
             )
+        resolve_conv_impl(self.conv_impl)  # raises on an unknown name
         counts = stage_counts(self.blocks_per_stage, len(self.widths))
         dims = self.spatial_dims
         stem_train = train and self.frozen_stages == 0
+        conv = partial(StridedConv, use_bias=False, impl=self.conv_impl)
         if self.stem == "small":
-            x = nn.Conv(self.widths[0], (3,) * dims, use_bias=False, name="stem_conv")(
-                x
-            )
+            x = conv(self.widths[0], (3,) * dims, name="stem_conv")(x)
         else:
-            x = nn.Conv(
+            x = conv(
                 self.widths[0],
                 (7,) * dims,
-                (2,) * dims,
+                strides=(2,) * dims,
                 padding=[(3, 3)] * dims,
-                use_bias=False,
                 name="stem_conv",
             )(x)
         stem_norm = normalization(
@@ -138,7 +148,8 @@ class ConvBackbone(nn.Module):
         )
         x = activation(self.activation)(stem_norm(x))
         if self.stem == "imagenet":
-            x = nn.max_pool(x, (3,) * dims, (2,) * dims, padding=[(1, 1)] * dims)
+            window, strides = (3,) * dims, (2,) * dims
+            x = max_pool(x, window, strides, [(1, 1)] * dims, self.conv_impl)
         for stage, (width, count) in enumerate(zip(self.widths, counts)):
             stage_train = train and stage >= self.frozen_stages
             for block in range(count):
@@ -151,6 +162,7 @@ class ConvBackbone(nn.Module):
                     self.norm,
                     self.norm_momentum,
                     self.activation,
+                    self.conv_impl,
                     name=f"stage{stage}_block{block}",
                 )(x, train=stage_train)
         return jnp.mean(x, axis=tuple(range(1, 1 + dims)))
@@ -166,6 +178,7 @@ BACKBONE_FIELDS = (
     "stem",
     "frozen_stages",
     "activation",
+    "conv_impl",
 )
 
 
@@ -228,6 +241,9 @@ class CNNClassifier(nn.Module, Transferable):
         dropout_rate: dropout before the dense head.
         activation: the blocks' nonlinearity
             (:func:`medjax.models.layers.activation`).
+        conv_impl: 'auto' (default: 'cpu' on the CPU backend, 'xla' elsewhere),
+            'xla' or 'cpu'; the same function and parameters either way (see the
+            module docstring).
 
     Parameter groups: the backbone ``backbone``, one stage per width (the stem
     with the first); the head ``head``.
@@ -244,6 +260,7 @@ class CNNClassifier(nn.Module, Transferable):
     frozen_stages: int = 0
     dropout_rate: float = 0.0
     activation: str = "relu"
+    conv_impl: str = "auto"
 
     def _backbone(self) -> ConvBackbone:
         return backbone_like(self, spatial_dims=self.spatial_dims)

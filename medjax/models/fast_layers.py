@@ -1,5 +1,7 @@
 """Convolution, transposed-convolution and pooling layers with a choice of
-implementation (``conv_impl``), for the U-Net.
+implementation (``conv_impl``), for the U-Net (stride-1 'SAME' convolutions, also
+used by the CNN classifiers; their strided and padded convolutions and strided
+pooling are in :mod:`medjax.models.fast_strided`).
 
 Both implementations compute the same function with the same parameters (same
 names, shapes and initialisers as ``flax.linen.Conv`` / ``ConvTranspose``), so a

@@ -50,6 +50,8 @@ class MultistreamCNN(nn.Module, Transferable):
             stream features; 0 for none (the head sees the features directly).
         dropout_rate: dropout before the head.
         activation: the backbones' nonlinearity.
+        conv_impl: the backbones' convolutions (as in
+            :class:`~medjax.models.cnn.CNNClassifier`).
     """
 
     num_classes: int
@@ -66,6 +68,7 @@ class MultistreamCNN(nn.Module, Transferable):
     fusion_hidden: int = 0
     dropout_rate: float = 0.0
     activation: str = "relu"
+    conv_impl: str = "auto"
 
     def _backbone_names(self) -> tuple[str, ...]:
         if self.shared_weights:
