@@ -50,6 +50,7 @@ class MultistreamCNN(nn.Module, Transferable):
             stream features; 0 for none (the head sees the features directly).
         dropout_rate: dropout before the head.
         activation: the backbones' nonlinearity.
+        global_pool: the backbones' pooling of their last maps, 'mean' or 'max'.
     """
 
     num_classes: int
@@ -66,6 +67,7 @@ class MultistreamCNN(nn.Module, Transferable):
     fusion_hidden: int = 0
     dropout_rate: float = 0.0
     activation: str = "relu"
+    global_pool: str = "mean"
 
     def _backbone_names(self) -> tuple[str, ...]:
         if self.shared_weights:

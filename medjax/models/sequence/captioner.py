@@ -207,7 +207,7 @@ class Captioner(nn.Module, OptionalBackboneTransfer):
             fields below (laid out like a ``CNNClassifier``'s ``backbone``, so a
             2D classifier's backbone transfers).
         widths, blocks_per_stage, residual, norm, norm_momentum, stem,
-            frozen_stages, activation: of the default backbone.
+            frozen_stages, activation, global_pool: of the default backbone.
         dropout_rate: dropout on the image vector and the LSTM outputs.
 
     Parameter names: ``backbone``, ``image_to_c``/``image_to_h`` (initial
@@ -232,6 +232,7 @@ class Captioner(nn.Module, OptionalBackboneTransfer):
     stem: str = "small"
     frozen_stages: int = 0
     activation: str = "relu"
+    global_pool: str = "mean"
     dropout_rate: float = 0.0
 
     def setup(self):

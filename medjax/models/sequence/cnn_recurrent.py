@@ -82,7 +82,7 @@ class SequenceClassifier(nn.Module, OptionalBackboneTransfer):
         bidirectional: recurrent kinds read each sequence both ways.
         temporal_kernel: frames each temporal convolution spans.
         widths, blocks_per_stage, residual, norm, norm_momentum, stem,
-            frozen_stages, activation: of the default backbone, as in
+            frozen_stages, activation, global_pool: of the default backbone, as in
             :class:`~medjax.models.cnn.CNNClassifier` (ignored when
             ``backbone`` is given).
         dropout_rate: dropout before the head (and between recurrent layers).
@@ -107,6 +107,7 @@ class SequenceClassifier(nn.Module, OptionalBackboneTransfer):
     stem: str = "small"
     frozen_stages: int = 0
     activation: str = "relu"
+    global_pool: str = "mean"
     dropout_rate: float = 0.0
 
     def _frame_backbone(self) -> nn.Module:
