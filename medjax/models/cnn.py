@@ -35,6 +35,10 @@ from medjax.models.groups import Backbone, ParameterGroups, Transferable, single
 from medjax.models.layers import activation, normalization
 
 STEMS = ("small", "imagenet")
+# Global pooling of the last feature maps: the mean (the usual classifier head) or
+# the max, which keeps a small bright finding's response however little of the
+# image it covers (weakly supervised detection: Oquab et al. 2015).
+GLOBAL_POOLS = ("mean", "max")
 
 
 class ConvBlock(nn.Module):
@@ -118,9 +122,15 @@ class ConvBackbone(nn.Module):
     frozen_stages: int = 0
     activation: str = "relu"
     conv_impl: str = "auto"
+    global_pool: str = "mean"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        if self.global_pool not in GLOBAL_POOLS:
+            raise ValueError(
+                f"model.global_pool: expected one of {GLOBAL_POOLS}, "
+                f"got {self.global_pool!r}"
+            )
         if self.stem not in STEMS:
             raise ValueError(f"model.stem: expected one of {STEMS}, got {self.stem!r}")
         if not 0 <= self.frozen_stages <= len(self.widths):
@@ -165,7 +175,8 @@ class ConvBackbone(nn.Module):
                     self.conv_impl,
                     name=f"stage{stage}_block{block}",
                 )(x, train=stage_train)
-        return jnp.mean(x, axis=tuple(range(1, 1 + dims)))
+        pool = jnp.max if self.global_pool == "max" else jnp.mean
+        return pool(x, axis=tuple(range(1, 1 + dims)))
 
 
 # The fields a model shares with the ConvBackbone it builds (besides ``widths``,
@@ -179,6 +190,7 @@ BACKBONE_FIELDS = (
     "frozen_stages",
     "activation",
     "conv_impl",
+    "global_pool",
 )
 
 
@@ -244,6 +256,7 @@ class CNNClassifier(nn.Module, Transferable):
         conv_impl: 'auto' (default: 'cpu' on the CPU backend, 'xla' elsewhere),
             'xla' or 'cpu'; the same function and parameters either way (see the
             module docstring).
+        global_pool: 'mean' (default) or 'max' over the last feature maps.
 
     Parameter groups: the backbone ``backbone``, one stage per width (the stem
     with the first); the head ``head``.
@@ -261,6 +274,7 @@ class CNNClassifier(nn.Module, Transferable):
     dropout_rate: float = 0.0
     activation: str = "relu"
     conv_impl: str = "auto"
+    global_pool: str = "mean"
 
     def _backbone(self) -> ConvBackbone:
         return backbone_like(self, spatial_dims=self.spatial_dims)

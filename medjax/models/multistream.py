@@ -52,6 +52,7 @@ class MultistreamCNN(nn.Module, Transferable):
         activation: the backbones' nonlinearity.
         conv_impl: the backbones' convolutions (as in
             :class:`~medjax.models.cnn.CNNClassifier`).
+        global_pool: the backbones' pooling of their last maps, 'mean' or 'max'.
     """
 
     num_classes: int
@@ -69,6 +70,7 @@ class MultistreamCNN(nn.Module, Transferable):
     dropout_rate: float = 0.0
     activation: str = "relu"
     conv_impl: str = "auto"
+    global_pool: str = "mean"
 
     def _backbone_names(self) -> tuple[str, ...]:
         if self.shared_weights:

@@ -121,3 +121,34 @@ def test_frozen_stages_keep_their_batch_statistics():
     np.testing.assert_allclose(
         everything.apply(variables, x, train=True, mutable=["batch_stats"])[0],
         everything.apply(variables, x, train=False), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("global_pool, reduce", [("mean", np.mean), ("max", np.max)])
+def test_global_pool_reduces_the_last_feature_maps(global_pool, reduce):
+    backbone = cnn.ConvBackbone(widths=(4, 8), spatial_dims=3, global_pool=global_pool)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 5, 4, 1))
+    variables = backbone.init(jax.random.key(1), x, train=False)
+    features, state = backbone.apply(
+        variables, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+    )
+    (maps,) = state["intermediates"]["stage1_block0"]["__call__"]
+    assert maps.shape == (2, 3, 3, 2, 8)
+    np.testing.assert_allclose(features, reduce(np.asarray(maps), axis=(1, 2, 3)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["cnn", "multistream", "slices"])
+def test_global_pool_reaches_the_backbone_of_every_family(family):
+    from medjax.models import multistream
+    from medjax.models.sequence import frame_max_tiny
+
+    models = {
+        "cnn": (cnn_tiny(num_classes=2, global_pool="median"), (jnp.ones((1, 8, 8, 1)),)),
+        "multistream": (
+            multistream.multistream_tiny(num_classes=2, num_streams=2, global_pool="median"),
+            ((jnp.ones((1, 8, 8, 1)), jnp.ones((1, 8, 8, 1))),),
+        ),
+        "slices": (frame_max_tiny(num_outputs=2, global_pool="median"), (jnp.ones((1, 3, 8, 8, 1)),)),
+    }
+    model, inputs = models[family]
+    with pytest.raises(ValueError, match="model.global_pool: expected one of"):
+        model.init(jax.random.key(0), *inputs, train=False)

@@ -207,7 +207,8 @@ class Captioner(nn.Module, OptionalBackboneTransfer):
             fields below (laid out like a ``CNNClassifier``'s ``backbone``, so a
             2D classifier's backbone transfers).
         widths, blocks_per_stage, residual, norm, norm_momentum, stem,
-            frozen_stages, activation, conv_impl: of the default backbone.
+            frozen_stages, activation, conv_impl, global_pool: of the default
+            backbone.
         dropout_rate: dropout on the image vector and the LSTM outputs.
 
     Parameter names: ``backbone``, ``image_to_c``/``image_to_h`` (initial
@@ -233,6 +234,7 @@ class Captioner(nn.Module, OptionalBackboneTransfer):
     frozen_stages: int = 0
     activation: str = "relu"
     conv_impl: str = "auto"
+    global_pool: str = "mean"
     dropout_rate: float = 0.0
 
     def setup(self):

@@ -82,9 +82,9 @@ class SequenceClassifier(nn.Module, OptionalBackboneTransfer):
         bidirectional: recurrent kinds read each sequence both ways.
         temporal_kernel: frames each temporal convolution spans.
         widths, blocks_per_stage, residual, norm, norm_momentum, stem,
-            frozen_stages, activation, conv_impl: of the default backbone, as in
-            :class:`~medjax.models.cnn.CNNClassifier` (ignored when
-            ``backbone`` is given).
+            frozen_stages, activation, conv_impl, global_pool: of the default
+            backbone, as in :class:`~medjax.models.cnn.CNNClassifier`
+            (ignored when ``backbone`` is given).
         dropout_rate: dropout before the head (and between recurrent layers).
 
     Parameter groups: the backbone ``backbone`` (one stage per width for a
@@ -108,6 +108,7 @@ class SequenceClassifier(nn.Module, OptionalBackboneTransfer):
     frozen_stages: int = 0
     activation: str = "relu"
     conv_impl: str = "auto"
+    global_pool: str = "mean"
     dropout_rate: float = 0.0
 
     def _frame_backbone(self) -> nn.Module:
