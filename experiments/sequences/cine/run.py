@@ -1,20 +1,20 @@
-"""Sequence models on cine phantoms (ejection fraction, abnormal motion) and on
-slice stacks of 3D phantoms (is there a lesion in the volume?): accuracy and
-cost (see README.md in this folder).
+"""Sequence models on cine phantoms (ejection fraction, abnormal motion):
+accuracy and cost (see README.md in this folder; slice stacks of volumes are
+in ../slices).
 
     python experiments/sequences/cine/run.py [--seeds 0 1 2] [--steps 200]
-        [--studies ef motion slices] [--report]
+        [--studies ef motion] [--report]
 
-Every run is ``medjax-train experiment=<cine_ef | cine_motion |
-lesion_slice_stack>`` with the study's sizes (``CINE`` / ``SLICES``) and the
+Every run is ``medjax-train experiment=<cine_ef | cine_motion>`` with the
+study's sizes (``CINE``) and the
 variant's overrides, scored on the test split at its best validation checkpoint
 with ``medjax-eval``. Runs go seed by seed (every study and variant of seed 0,
 then seed 1, ...), so an interrupted study still has whole seeds; a run whose
 row is already in ``results.json`` with the same overrides is not repeated
 (``--report`` only redraws the figures and tables). Two processes may share
 the work: ``--seeds 0 1`` and ``--seeds 1 --reverse`` (each run is claimed).
-Writes ``results.json``, ``ef_mae.png``, ``motion_auroc.png``,
-``slices_auroc.png`` and ``ef_scatter.png`` (the test scatter of the best EF
+Writes ``results.json``, ``ef_mae.png``, ``motion_auroc.png`` and
+``ef_scatter.png`` (the test scatter of the best EF
 model's first seed) here and prints the README's tables.
 """
 
@@ -60,12 +60,6 @@ CINE = [
     # no augmentation at this budget: it slowed learning more than it helped
     "augment=none",
 ]
-SLICES = [
-    "data.image_size=32",
-    "data.split_sizes={train:240,validation:60,test:100}",
-    "data.batch_size=8",
-    "data.eval_batch_size=20",
-]
 NARROW = ["++model.widths=[8,16,32]", "++model.features=32"]
 CINE_VARIANTS = {
     "cnn_lstm": ("CNN-LSTM", ["model=cnn_lstm_small", *NARROW]),
@@ -79,20 +73,6 @@ CINE_VARIANTS = {
     "r2plus1d": ("(2+1)D CNN", ["model=r2plus1d_small", "++model.widths=[8,16,32]"]),
     "frame_mean": ("frame mean", ["model=frame_mean_small", *NARROW]),
 }
-SLICE_VARIANTS = {
-    "cnn_lstm": ("CNN-LSTM over slices", ["model=cnn_lstm_small", *NARROW]),
-    "frame_max": ("2D CNN, max over slices", ["model=frame_max_small", *NARROW]),
-    "cnn3d": (
-        "3D CNN",
-        [
-            "task=classification",
-            "~task.slice_axis",
-            "model=cnn_small",
-            "model.spatial_dims=3",
-            "++model.widths=[8,16,32]",
-        ],
-    ),
-}
 STUDIES = {
     # name: (experiment, data sizes, variants, metrics; the first one is shown)
     "ef": ("cine_ef", CINE, CINE_VARIANTS, ("mae_pp", "rmse_pp", "r2")),
@@ -100,12 +80,6 @@ STUDIES = {
         "cine_motion",
         CINE,
         CINE_VARIANTS,
-        ("auroc", "accuracy", "balanced_accuracy"),
-    ),
-    "slices": (
-        "lesion_slice_stack",
-        SLICES,
-        SLICE_VARIANTS,
         ("auroc", "accuracy", "balanced_accuracy"),
     ),
 }
@@ -176,13 +150,12 @@ def study_cost(overrides: list[str], study: str) -> tuple[int, float]:
     import jax
     import jax.numpy as jnp
 
-    shape = (1, 32, 32, 32, 1) if study == "slices" else (1, 8, 32, 32, 1)
-    return model_cost(overrides, jax.ShapeDtypeStruct(shape, jnp.float32))
+    return model_cost(overrides, jax.ShapeDtypeStruct((1, 8, 32, 32, 1), jnp.float32))
 
 
 def table(results: list[dict], study: str) -> None:
     _, _, variants, metrics = STUDIES[study]
-    unit = "volumes/s" if study == "slices" else "cines/s"
+    unit = "cines/s"
     print(
         f"\n| {study} | parameters | forward MFLOP | train {unit} | seeds | "
         + " | ".join(f"test {m}" for m in metrics)
@@ -211,7 +184,6 @@ def figures(results: list[dict]) -> None:
     for study, metric, ylim, title in [
         ("ef", "mae_pp", (0, 16), "ejection fraction from 32 px, 8-frame cines"),
         ("motion", "auroc", (0.4, 1.0), "abnormal wall motion from the same cines"),
-        ("slices", "auroc", (0.4, 1.0), "lesion in a 32^3 volume"),
     ]:
         rows = [r for r in results if r["study"] == study]
         if not rows:
@@ -221,9 +193,7 @@ def figures(results: list[dict]) -> None:
             for v, (label, _) in STUDIES[study][2].items()
             if any(r["variant"] == v for r in rows)
         }
-        name = {"ef": "ef_mae", "motion": "motion_auroc", "slices": "slices_auroc"}[
-            study
-        ]
+        name = {"ef": "ef_mae", "motion": "motion_auroc"}[study]
         bar_plot(rows, names, [metric], os.path.join(HERE, f"{name}.png"), title, ylim)
     ef = [r for r in results if r["study"] == "ef"]
     if ef:
