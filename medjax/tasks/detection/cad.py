@@ -113,7 +113,7 @@ class CADDetector:
 
     radius_range: tuple[float, float] = (1.4, 6.4)
     num_sigma: int = 12
-    threshold: float = 0.01
+    threshold: float = 0.02
     window_center: float = 40.0
     window_width: float = 400.0
     body_threshold_hu: float = -500.0
@@ -136,7 +136,7 @@ class CADDetector:
         ``[K, len(FEATURE_NAMES)]``."""
         hu = np.asarray(hu)
         body = cad_features.body_mask(hu, self.body_threshold_hu)
-        window = dict(center=self.window_center, width=self.window_width)
+        window = {"center": self.window_center, "width": self.window_width}
         found = cad_features.blob_candidates(
             hu,
             radius_range=self.radius_range,
