@@ -24,7 +24,7 @@ from medjax.data import pipeline
 from medjax.data.datasets.phantoms import phantoms
 from medjax.data.datasets.phantoms.torso import LESION_TYPES
 from medjax.metrics import detection as metrics
-from medjax.tasks.detection import CADDetector, lesions_from_fields
+from medjax.tasks.detection import CADDetector, Detections, lesions_from_fields
 from medjax.tasks.detection.cad_features import window
 from medjax.viz.detection import plot_froc
 
@@ -178,7 +178,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIER_NAMES))
-    parser.add_argument("--cache", default="/tmp/medjax_cad_cache")
+    parser.add_argument(
+        "--cache",
+        default="/tmp/medjax_cad_cache",
+        help="candidates and features per split and size; clear it after changing the CAD",
+    )
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args()
 
@@ -208,6 +212,18 @@ def main():
     print(f"candidates and features: {extract_seconds:.3f} s/image", flush=True)
     recall = candidate_recall(test_extracted, test_truth, test_types)
     print("candidate recall", json.dumps(recall), flush=True)
+
+    # The same candidates scored at random: what the classifier adds. With
+    # ~100 candidates per slice some land on a lesion by chance alone.
+    chance = []
+    for seed in args.seeds:
+        rng = np.random.default_rng(1000 + seed)
+        scored = [
+            Detections(c.points, rng.random(len(c.points)), c.radii)
+            for c, _ in test_extracted
+        ]
+        chance.append(evaluate(scored, test_truth, test_types)["cpm"])
+    print("random scores CPM", mean_sd(chance), flush=True)
 
     runs, frocs, figure_done = [], {}, False
     for classifier in args.classifiers:
@@ -281,6 +297,7 @@ def main():
                 "candidate_recall": recall,
                 "runs": runs,
                 "summary": summary,
+                "random_scores_cpm": chance,
                 "extract_seconds_per_image": extract_seconds,
             },
             f,
@@ -295,6 +312,7 @@ def main():
             + " | ".join(s["sensitivities"])
             + f" | {s['seconds_per_image']} |"
         )
+    print(f"| random scores (same candidates) | {mean_sd(chance)} |")
     print(
         "\nby size at 1 FP/image (radius bins",
         SIZE_BINS,
