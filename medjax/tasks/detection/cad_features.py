@@ -7,6 +7,7 @@ are voxel coordinates in array-axis order, as the phantoms' ``lesion_centers``.
 """
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,7 +291,13 @@ def _segment_shape(smooth, distance, at, radius, polarity, mean, ring_mean):
         math.sqrt(max(0.0, 1 - eigenvalues[0] / largest)) if largest > 0 else 0.0
     )
     offset = float(np.linalg.norm(coords.mean(0) - at))
-    return float(props.area), eccentricity, float(props.solidity), offset
+    # A 3D segment without volume (a voxel, a line, a plane) has no convex hull:
+    # regionprops warns and returns an empty one. Such a segment is its own hull.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hull = float(props.area_convex)
+    solidity = float(props.area) / hull if hull > 0 else 1.0
+    return float(props.area), eccentricity, solidity, offset
 
 
 def _glcm(levels, centre, half):

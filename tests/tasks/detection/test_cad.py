@@ -1,5 +1,7 @@
 """The classical CAD pipeline on synthetic images with known discs."""
 
+import warnings
+
 import numpy as np
 import pytest
 from skimage.measure import regionprops
@@ -215,10 +217,22 @@ def test_3d_candidates_and_features_run_on_a_ball():
     found = blob_candidates(hu, radius_range=(2.0, 5.0), num_sigma=4)
     nearest = np.argmin(np.linalg.norm(found.points - (10, 9, 11), axis=1))
     assert np.linalg.norm(found.points[nearest] - (10, 9, 11)) < 3
-    features = candidate_features(hu, found)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no qhull failure on one-voxel segments
+        features = candidate_features(hu, found)
     assert features.shape == (len(found.points), len(FEATURE_NAMES))
     assert np.isfinite(features).all()
     assert features[nearest, FEATURE_NAMES.index("contrast_hu")] > 40
+    # A one-voxel segment has no 3D convex hull (qhull fails loudly): solid.
+    smooth = np.zeros((7, 7, 7))
+    smooth[3, 3, 3] = 100.0
+    distance = np.sqrt(sum((g - 3.0) ** 2 for g in np.indices(smooth.shape)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shape = cad_features._segment_shape(
+            smooth, distance, np.array([3, 3, 3]), 1.0, 1.0, 100.0, 0.0
+        )
+    assert shape == (1.0, 0.0, 1.0, 0.0)  # area, eccentricity, solidity, offset
 
 
 def test_window_maps_the_display_range_to_unit_interval():
