@@ -1,0 +1,31 @@
+"""Detection and localisation. So far the classical CAD baseline (``cad``):
+blob candidates, hand-crafted features and a scikit-learn classifier, scored
+by ``medjax.metrics.detection.froc``."""
+
+from medjax.tasks.detection.cad import (
+    CADDetector,
+    Detections,
+    Lesions,
+    candidate_hits,
+    lesions_from_fields,
+)
+from medjax.tasks.detection.cad_features import (
+    FEATURE_NAMES,
+    Candidates,
+    blob_candidates,
+    body_mask,
+    candidate_features,
+)
+
+__all__ = [
+    "FEATURE_NAMES",
+    "CADDetector",
+    "Candidates",
+    "Detections",
+    "Lesions",
+    "blob_candidates",
+    "body_mask",
+    "candidate_features",
+    "candidate_hits",
+    "lesions_from_fields",
+]
