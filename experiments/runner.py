@@ -137,6 +137,41 @@ def arguments(doc: str, runs: str, variants: dict, steps: int | None = None):
     return parser
 
 
+def scored_run(overrides: Sequence[str], run_dir: str, *,
+               include_overrides: bool = True) -> dict:
+    """Trains ``overrides`` into ``run_dir`` and scores the test split at the best
+    validation checkpoint: the test metrics, ``parameters``, training images/s
+    (``train_images_per_second``), ``wall_seconds`` and ``best_step``, with the
+    ``overrides`` and ``run_dir``."""
+    summary = train(overrides, run_dir)
+    row = {"overrides": list(overrides)} if include_overrides else {}
+    return {**row, "run_dir": run_dir, **evaluate(run_dir)["metrics"],
+            "parameters": summary["parameters"],
+            "train_images_per_second": summary["train_images_per_second"],
+            "wall_seconds": summary["wall_seconds"],
+            "best_step": summary["best_checkpoint_step"]}
+
+
+def load_rows(path: str) -> list[dict]:
+    """The rows of a study's results file (none before its first run)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_row(path: str, row: dict) -> list[dict]:
+    """Adds ``row`` to the results file as it is now (two study processes may
+    share it), written to a temporary name and renamed so that a stopped study
+    keeps its last rows; returns all rows."""
+    rows = load_rows(path) + [row]
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w") as f:
+        json.dump(rows, f, indent=2)
+    os.replace(temporary, path)
+    return rows
+
+
 def run_variants(experiment: str, variants: dict, names: Sequence[str],
                  seeds: Sequence[int], runs: str, extra: Sequence[str] = (),
                  show: Sequence[str] = ("accuracy", "auroc")) -> list[dict]:
@@ -149,14 +184,10 @@ def run_variants(experiment: str, variants: dict, names: Sequence[str],
     for variant in names:
         for seed in seeds:
             run_dir = os.path.join(runs, f"{variant}_seed{seed}")
-            summary = train([f"experiment={experiment}", f"seed={seed}", *extra,
-                             *variants[variant][1]], run_dir)
-            row = {"variant": variant, "seed": seed, "run_dir": run_dir,
-                   **evaluate(run_dir)["metrics"],
-                   "parameters": summary["parameters"],
-                   "train_images_per_second": summary["train_images_per_second"],
-                   "wall_seconds": summary["wall_seconds"],
-                   "best_step": summary["best_checkpoint_step"]}
+            overrides = [f"experiment={experiment}", f"seed={seed}", *extra,
+                         *variants[variant][1]]
+            row = {"variant": variant, "seed": seed,
+                   **scored_run(overrides, run_dir, include_overrides=False)}
             print({k: row[k] for k in ("variant", "seed", *show)}, flush=True)
             results.append(row)
     return results

@@ -18,7 +18,6 @@ Writes ``results.json``, ``ef_mae.png``, ``motion_auroc.png`` and
 model's first seed) here and prints the README's tables.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
-from runner import bar_plot, evaluate, mean_sd, model_cost, train
+from runner import append_row, bar_plot, load_rows, mean_sd, model_cost, scored_run
 
 RESULTS = os.path.join(HERE, "results.json")
 
@@ -86,21 +85,13 @@ STUDIES = {
 
 
 def load_results() -> list[dict]:
-    if not os.path.exists(RESULTS):
-        return []
-    with open(RESULTS) as f:
-        return json.load(f)
+    return load_rows(RESULTS)
 
 
 def save_row(row: dict) -> list[dict]:
-    """Adds ``row`` to ``results.json`` as it is now (two study processes, e.g.
-    ``--seeds 0 1`` and ``--seeds 2``, may share it) and returns all rows."""
-    results = load_results() + [row]
-    temporary = f"{RESULTS}.{os.getpid()}.tmp"
-    with open(temporary, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(temporary, RESULTS)  # a stopped study keeps its last rows
-    return results
+    """Adds ``row`` to ``results.json`` (two study processes, e.g. ``--seeds 0 1``
+    and ``--seeds 2``, may share it) and returns all rows."""
+    return append_row(RESULTS, row)
 
 
 def run_one(study: str, variant: str, seed: int, steps: int, runs: str) -> dict:
@@ -113,20 +104,14 @@ def run_one(study: str, variant: str, seed: int, steps: int, runs: str) -> dict:
         *variants[variant][1],
     ]
     run_dir = os.path.join(runs, f"{study}_{variant}_seed{seed}")
-    summary = train(overrides, run_dir)
-    scores = evaluate(run_dir)
     row = {
         "study": study,
         "variant": variant,
         "seed": seed,
-        "overrides": overrides,
-        "run_dir": run_dir,
-        **scores["metrics"],
-        "parameters": summary["parameters"],
-        "train_examples_per_second": summary["train_images_per_second"],
-        "wall_seconds": summary["wall_seconds"],
-        "best_step": summary["best_checkpoint_step"],
+        **scored_run(overrides, run_dir),
     }
+    # the rows of results.json call it so: a cine is not an image
+    row["train_examples_per_second"] = row.pop("train_images_per_second")
     print(
         {
             k: row[k]
