@@ -17,10 +17,12 @@ convolution and 3x3 stride-2 max pooling (for 224-pixel images and volumes).
 inference mode, so their batch statistics stay fixed while the rest trains
 (transfer learning's ``feature_extractor`` and partial ``finetune``).
 
-``conv_impl`` chooses how convolutions and the stem's max pooling run ('auto':
-'cpu' on the CPU backend, 'xla' elsewhere): the same function and parameters
-either way (:mod:`medjax.models.fast_layers`, :mod:`medjax.models.fast_strided`);
-'xla' is exactly ``nn.Conv`` and ``nn.max_pool``.
+``conv_impl`` chooses how convolutions and the stem's max pooling run: 'xla'
+(the default) is exactly ``nn.Conv`` and ``nn.max_pool`` and bitwise
+reproducible; 'cpu' (or 'auto': 'cpu' on the CPU backend, 'xla' elsewhere) is the
+same function with the same parameters in faster CPU formulations
+(:mod:`medjax.models.fast_layers`, :mod:`medjax.models.fast_strided`), whose C++
+weight gradient sums in a thread-dependent order: two runs differ by rounding.
 """
 
 from collections.abc import Sequence
@@ -52,7 +54,7 @@ class ConvBlock(nn.Module):
     norm: str = "batch"
     norm_momentum: float = 0.99
     activation: str = "relu"
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -121,7 +123,7 @@ class ConvBackbone(nn.Module):
     stem: str = "small"
     frozen_stages: int = 0
     activation: str = "relu"
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
     global_pool: str = "mean"
 
     @nn.compact
@@ -253,9 +255,9 @@ class CNNClassifier(nn.Module, Transferable):
         dropout_rate: dropout before the dense head.
         activation: the blocks' nonlinearity
             (:func:`medjax.models.layers.activation`).
-        conv_impl: 'auto' (default: 'cpu' on the CPU backend, 'xla' elsewhere),
-            'xla' or 'cpu'; the same function and parameters either way (see the
-            module docstring).
+        conv_impl: 'xla' (default, reproducible), 'cpu' or 'auto' ('cpu' on the
+            CPU backend, 'xla' elsewhere); the same function and parameters
+            either way (see the module docstring).
         global_pool: 'mean' (default) or 'max' over the last feature maps.
 
     Parameter groups: the backbone ``backbone``, one stage per width (the stem
@@ -273,7 +275,7 @@ class CNNClassifier(nn.Module, Transferable):
     frozen_stages: int = 0
     dropout_rate: float = 0.0
     activation: str = "relu"
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
     global_pool: str = "mean"
 
     def _backbone(self) -> ConvBackbone:

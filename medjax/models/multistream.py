@@ -69,7 +69,7 @@ class MultistreamCNN(nn.Module, Transferable):
     fusion_hidden: int = 0
     dropout_rate: float = 0.0
     activation: str = "relu"
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
     global_pool: str = "mean"
 
     def _backbone_names(self) -> tuple[str, ...]:

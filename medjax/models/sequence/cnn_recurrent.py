@@ -107,7 +107,7 @@ class SequenceClassifier(nn.Module, OptionalBackboneTransfer):
     stem: str = "small"
     frozen_stages: int = 0
     activation: str = "relu"
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
     global_pool: str = "mean"
     dropout_rate: float = 0.0
 
