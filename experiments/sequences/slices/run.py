@@ -138,13 +138,17 @@ def table(results: list[dict]) -> None:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | " + "---: | " * 3 + "--- |")
     volume = jax.ShapeDtypeStruct((1, 64, 64, 64, 1), jnp.float32)
-    for variant, (label, _, steps, transfer) in VARIANTS.items():
+    for variant, (label, *_) in VARIANTS.items():
         rows = sorted(
             (r for r in results if r["variant"] == variant), key=lambda r: r["seed"]
         )
         if not rows:
             continue
         overrides = [o for o in rows[0]["overrides"] if not o.startswith("transfer.")]
+        # the length the rows trained for, not the one the script would train now
+        (steps,) = {
+            o.split("=", 1)[1] for o in overrides if o.startswith("trainer.max_steps=")
+        }
         parameters, flops = model_cost(overrides, volume)
         speed = np.mean([r["train_examples_per_second"] for r in rows])
         print(
