@@ -2,7 +2,8 @@
 affine matrices, points), ``displacement`` (dense warps), ``crops``,
 ``filters``, ``views``, ``boxes`` (corners, moving, clipping, sizes, IoU, boxes
 of instance maps), ``detection`` (box deltas, anchors, fixed-k NMS) and
-``roi_align``.
+``roi_align``, ``heatmaps`` (Gaussian heatmaps of points, sub-voxel decoding,
+max-pool peak finding).
 
 The detection names are re-exported here: ``ops.nms(...)``, ``ops.iou(...)``;
 the other modules are used as modules (``from medjax.ops import spatial``).
