@@ -6,7 +6,10 @@ zero; the task reduces them (:func:`masked_mean`).
 - ``classification``: :func:`softmax_cross_entropy`, :func:`balanced_class_weights`;
 - ``segmentation``: dense cross-entropy, focal, soft Dice, Tversky, Dice + CE and
   ``SEGMENTATION_LOSSES`` by config name;
-- ``reconstruction``: :func:`reconstruction_error` (MSE), :func:`kl_divergence`.
+- ``reconstruction``: :func:`reconstruction_error` (MSE), :func:`kl_divergence`;
+- ``registration``: image similarities (SSD, NCC, local NCC, Mattes mutual
+  information), :func:`similarity_loss` by name, and the diffusion and bending
+  regularisers of a displacement (used as a module: ``losses.registration``).
 
 The public names are re-exported here: ``losses.soft_dice_loss(...)``. Imports no
 medjax code.
