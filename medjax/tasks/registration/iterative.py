@@ -138,19 +138,20 @@ class IterativeRegistration:
         # Differences between level grid points f voxels apart: per-voxel units.
         return penalty(displacement[None])[0] / float(factor) ** (2 * order)
 
-    def mapping(self, params, initial_matrix, shape, positions) -> jnp.ndarray:
+    def mapping(self, params, initial_matrix, shape, positions, spacing=None) -> jnp.ndarray:
         """``T(x)`` ``[*T, ndim]`` at the grid of ``positions`` (moving voxels)."""
         grid = _grid(positions)
         if self.transform in transforms.LINEAR:
-            matrix = transforms.linear_matrix(self.transform, params, shape) @ initial_matrix
+            matrix = initial_matrix @ transforms.linear_matrix(self.transform, params, shape,
+                                                               spacing)
             return spatial.apply_homogeneous(matrix, grid)
         u = transforms.deformation(self.transform, params, positions, self.grid_spacing)
         return spatial.apply_homogeneous(initial_matrix, grid + u)
 
     def _level_loss(self, params, fixed_level, moving_smooth, initial_matrix, shape,
-                    positions, factor, similarity_loss):
-        coords = self.mapping(params, initial_matrix, shape, positions)
-        upper = jnp.asarray(shape, jnp.float32) - 1
+                    positions, factor, similarity_loss, spacing):
+        coords = self.mapping(params, initial_matrix, shape, positions, spacing)
+        upper = jnp.asarray(moving_smooth.shape[:-1], jnp.float32) - 1
         if self.outside == "exclude":
             roi = jnp.all((coords >= 0) & (coords <= upper), axis=-1)
             cval = 0.0
@@ -176,14 +177,21 @@ class IterativeRegistration:
         moving: jnp.ndarray,
         initial_matrix: jnp.ndarray | None = None,
         similarity_loss: SimilarityLoss | None = None,
+        spacing: tuple[float, ...] | None = None,
     ) -> dict[str, jnp.ndarray]:
         """Register one pair (traceable: jit and vmap it, or use ``__call__``).
 
         Args:
-            fixed, moving: ``[*S, C]`` on the same grid shape.
+            fixed: ``[*S, C]``; the result lives on its grid.
+            moving: ``[*M, C]``, the same number of spatial axes and channels;
+                ``M`` may differ from ``S`` when ``initial_matrix`` maps one grid
+                onto the other.
             initial_matrix: ``[ndim+1, ndim+1]`` fixed voxel -> moving voxel map
-                applied first (an affine result before a deformable stage);
-                default the identity.
+                applied last, ``T = A0 ∘ T_params``: the images' geometry
+                (``inv(moving affine) @ fixed affine``) or an affine result before
+                a deformable stage; default the identity.
+            spacing: the fixed image's voxel size; linear transforms are then
+                parametrised in mm (rigid in the patient); default voxels.
             similarity_loss: overrides ``similarity`` (a learned similarity):
                 ``(fixed [*T, C], warped [*T, C], roi [*T]) -> scalar`` to minimise.
 
@@ -196,11 +204,12 @@ class IterativeRegistration:
         """
         shape = tuple(fixed.shape[:-1])
         ndim = len(shape)
-        if moving.shape != fixed.shape:
+        if moving.ndim != fixed.ndim or moving.shape[-1] != fixed.shape[-1]:
             raise ValueError(
                 f"register: fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} "
-                "must have the same shape (resample one onto the other's grid first)"
+                "must have the same number of spatial axes and channels"
             )
+        spacing = None if spacing is None else tuple(float(s) for s in spacing)
         initial_matrix = (jnp.eye(ndim + 1, dtype=jnp.float32) if initial_matrix is None
                           else jnp.asarray(initial_matrix, jnp.float32))
         similarity_loss = similarity_loss or self._similarity_loss
@@ -228,7 +237,7 @@ class IterativeRegistration:
             objective = functools.partial(
                 self._level_loss, fixed_level=fixed_level, moving_smooth=moving_smooth,
                 initial_matrix=initial_matrix, shape=shape, positions=positions,
-                factor=factor, similarity_loss=similarity_loss,
+                factor=factor, similarity_loss=similarity_loss, spacing=spacing,
             )
             params, history = self._optimise(objective, params, tx, steps)
             histories.append(history)
@@ -237,14 +246,15 @@ class IterativeRegistration:
             params_full = transforms.upsample_dense(params, previous_positions, full)
         else:
             params_full = params
-        coords = self.mapping(params_full, initial_matrix, shape, full)
+        coords = self.mapping(params_full, initial_matrix, shape, full, spacing)
         displacement = coords - _grid(full)
-        matrix = (transforms.linear_matrix(self.transform, params, shape) @ initial_matrix
+        matrix = (initial_matrix @ transforms.linear_matrix(self.transform, params, shape,
+                                                            spacing)
                   if self.transform in transforms.LINEAR else initial_matrix)
         return {
             "displacement": displacement,
             "matrix": matrix,
-            "warped": spatial.sample(moving, coords),
+            "warped": spatial.sample(moving, coords, cval=jnp.min(moving)),
             "loss": jnp.concatenate(histories),
             "params": params_full,
         }
@@ -270,20 +280,22 @@ class IterativeRegistration:
 
     # -- a batch ---------------------------------------------------------------------
 
-    @functools.partial(jax.jit, static_argnames=("self", "similarity_loss"))
+    @functools.partial(jax.jit, static_argnames=("self", "similarity_loss", "spacing"))
     def __call__(
         self,
         fixed: jnp.ndarray,
         moving: jnp.ndarray,
         initial_matrix: jnp.ndarray | None = None,
         similarity_loss: SimilarityLoss | None = None,
+        spacing: tuple[float, ...] | None = None,
     ) -> dict[str, jnp.ndarray]:
         """``register_pair`` vmapped over a batch ``[B, *S, C]`` (and
-        ``initial_matrix [B, ndim+1, ndim+1]``), jitted."""
+        ``initial_matrix [B, ndim+1, ndim+1]``), jitted; ``spacing`` is
+        shared by the batch."""
         if initial_matrix is None:
             ndim = fixed.ndim - 2
             initial_matrix = jnp.broadcast_to(jnp.eye(ndim + 1), (fixed.shape[0],) +
                                               (ndim + 1,) * 2)
         return jax.vmap(
-            lambda f, m, a: self.register_pair(f, m, a, similarity_loss)
+            lambda f, m, a: self.register_pair(f, m, a, similarity_loss, spacing)
         )(fixed, moving, initial_matrix)

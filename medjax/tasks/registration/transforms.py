@@ -8,15 +8,18 @@ its pull-back displacement (``medjax.ops.displacement``) is ``T(x) - x``.
 - ``translation``: ``T(x) = x + t``;
 - ``rigid``: ``T(x) = c + t + R (x - c)`` about the fixed image's centre ``c``;
 - ``affine``: ``T(x) = c + t + L (x - c)`` with ``L`` any matrix;
-- ``bspline``: ``T(x) = A(x + u(x))``, ``u`` a cubic B-spline free-form
-  deformation (``medjax.ops.bspline``) after an optional affine ``A``;
-- ``dense``: ``T(x) = A(x + u(x))``, ``u`` a displacement per voxel of the
+- ``bspline``: ``T(x) = x + u(x)``, ``u`` a cubic B-spline free-form
+  deformation (``medjax.ops.bspline``);
+- ``dense``: ``T(x) = x + u(x)``, ``u`` a displacement per voxel of the
   pyramid level.
 
 Parameters are scaled so that one unit moves the image's edge by about one
-voxel: angles and the deviation of ``L`` from the identity are divided by the
-image's radius. An optimiser's single step size then suits every parameter (as
-ITK's parameter scales do).
+voxel (one mm with a voxel spacing): angles and the deviation of ``L`` from the
+identity are divided by the image's radius. An optimiser's single step size
+then suits every parameter (as ITK's parameter scales do).
+
+An initial map ``A0`` (fixed voxel -> moving voxel: the images' own geometry,
+or an earlier affine stage) is applied last: ``T = A0 ∘ T_params``.
 """
 
 import math
@@ -36,9 +39,11 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"transform: expected one of {KINDS}, got {kind!r}")
 
 
-def radius(shape: tuple[int, ...]) -> float:
-    """Half the image's diagonal in voxels: the lever arm of the scaling."""
-    return 0.5 * math.sqrt(sum((n - 1) ** 2 for n in shape))
+def radius(shape: tuple[int, ...], spacing: tuple[float, ...] | None = None) -> float:
+    """Half the image's diagonal (mm with ``spacing``, else voxels): the lever
+    arm of the parameter scaling."""
+    spacing = spacing or (1.0,) * len(shape)
+    return 0.5 * math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(shape, spacing)))
 
 
 def initial_linear_parameters(kind: str, ndim: int) -> dict[str, jnp.ndarray]:
@@ -51,24 +56,39 @@ def initial_linear_parameters(kind: str, ndim: int) -> dict[str, jnp.ndarray]:
     return params
 
 
-def linear_matrix(kind: str, params: dict, shape: tuple[int, ...]) -> jnp.ndarray:
-    """The ``[ndim+1, ndim+1]`` matrix of a linear transform's parameters
-    (fixed voxel -> moving voxel)."""
+def linear_matrix(
+    kind: str,
+    params: dict,
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...] | None = None,
+) -> jnp.ndarray:
+    """The ``[ndim+1, ndim+1]`` voxel matrix of a linear transform's parameters.
+
+    The transform is defined in millimetres when ``spacing`` is given (a
+    rotation is then rigid in the patient even for anisotropic voxels, and the
+    translation is in mm), about the image centre, and conjugated back to
+    voxels: ``S^-1 M S`` with ``S = diag(spacing)``.
+    """
     ndim = len(shape)
-    center = spatial.image_center(shape)
-    scale = 1.0 / radius(shape)
+    scaling = jnp.asarray(spacing or (1.0,) * ndim, jnp.float32)
+    center = spatial.image_center(shape) * scaling
+    scale = 1.0 / radius(shape, spacing)
     if kind == "translation":
-        return spatial.affine_matrix(ndim, translation=params["translation"])
-    if kind == "rigid":
+        matrix = spatial.affine_matrix(ndim, translation=params["translation"])
+    elif kind == "rigid":
         angles = params["rotation"] * scale
-        return spatial.affine_matrix(
+        matrix = spatial.affine_matrix(
             ndim, rotation=angles[0] if ndim == 2 else angles,
             translation=params["translation"], center=center,
         )
-    linear = jnp.eye(ndim, dtype=jnp.float32) + params["linear"] * scale
-    offset = center + params["translation"] - linear @ center
-    matrix = jnp.eye(ndim + 1, dtype=jnp.float32)
-    return matrix.at[:ndim, :ndim].set(linear).at[:ndim, ndim].set(offset)
+    else:
+        linear = jnp.eye(ndim, dtype=jnp.float32) + params["linear"] * scale
+        offset = center + params["translation"] - linear @ center
+        matrix = jnp.eye(ndim + 1, dtype=jnp.float32)
+        matrix = matrix.at[:ndim, :ndim].set(linear).at[:ndim, ndim].set(offset)
+    to_mm = jnp.diag(jnp.append(scaling, 1.0))
+    to_voxels = jnp.diag(jnp.append(1.0 / scaling, 1.0))
+    return to_voxels @ matrix @ to_mm
 
 
 def initial_deformable_parameters(
