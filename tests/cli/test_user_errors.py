@@ -127,6 +127,9 @@ def bad(tmp_path_factory, data_dir):
     files["unknown_format"] = _write(root / "image.tif.txt", b"\x00" * 64)
     files["a_file"] = _write(root / "a_file", b"a file, not a directory")
     files["missing"] = root / "missing"
+    files["volume"] = _nifti(root / "volume.nii.gz")
+    files["volume_other_shape"] = _nifti(root / "volume_other.nii.gz", shape=(8, 8, 8))
+    files["png_ok"] = _write(root / "ok.png", png)
 
     # run directories
     files["run_no_config"] = root / "run_no_config"
@@ -212,6 +215,25 @@ CASES = [
     ("transfer_missing_checkpoint", "train",
      [*TINY, "transfer.mode=finetune", "transfer.checkpoint={missing}"],
      ["transfer.checkpoint", "{missing}"]),
+    # medjax-register: pairs that cannot be registered, bad stages
+    ("register_dimensions", "register",
+     ["fixed={volume}", "moving={png_ok}", "output={missing}_out"],
+     ["moving image is 2D", "{png_ok}", "fixed={volume} is 3D"]),
+    ("register_missing_fixed", "register",
+     ["fixed={missing}", "moving={volume}", "output={missing}_out"], ["{missing}", "no such file"]),
+    ("register_unreadable_moving", "register",
+     ["fixed={volume}", "moving={nifti_truncated}", "output={missing}_out"],
+     ["{nifti_truncated}", "NIfTI"]),
+    ("register_stage_order", "register",
+     ["fixed={volume}", "moving={volume}", "output={missing}_out", "method=[bspline,affine]"],
+     ["bspline", "must come last"]),
+    ("register_unknown_stage", "register",
+     ["fixed={volume}", "moving={volume}", "output={missing}_out", "method=[elastic]"],
+     ["transform: expected one of", "'elastic'"]),
+    ("register_labels_shape", "register",
+     ["fixed={volume}", "moving={volume}", "output={missing}_out", "labels={volume_other_shape}"],
+     ["labels={volume_other_shape}", "(8, 8, 8)", "(9, 10, 11)"]),
+    ("register_missing_options", "register", ["fixed={volume}"], ["moving", "output"]),
     ("task_data_mismatch", "train", ["task=segmentation", "data=breast_cancer"],
      ["task=segmentation", "data=breast_cancer", "'image'"]),
     # unknown names and bad overrides: Hydra's messages

@@ -28,7 +28,8 @@ def compose_train(*overrides):
 def test_every_config_file_is_covered():
     files = glob.glob(os.path.join(CONFIG_DIR, "**", "*.yaml"), recursive=True)
     covered = {os.path.join(CONFIG_DIR, g, o + ".yaml") for g, o in OPTIONS}
-    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml", "predict.yaml")}
+    covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml", "predict.yaml",
+                                                         "register.yaml")}
     assert set(files) == covered
     assert len(OPTIONS) >= 12
 
@@ -105,6 +106,18 @@ def test_predict_config_composes():
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose(config_name="predict", overrides=["run_dir=/r", "input=a.nii.gz", "output=b.nii.gz"])
     assert cfg.checkpoint == "best" and cfg.overlay is None
+
+
+def test_register_config_composes_into_its_stages():
+    from medjax.cli.register import _methods
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose(config_name="register", overrides=["fixed=a.nii.gz", "moving=b.nii.gz",
+                                                         "output=out", "method=[rigid,bspline]"])
+    methods = _methods(cfg)
+    assert [m.transform for m in methods] == ["rigid", "bspline"]
+    assert methods[0].similarity == "mi" and methods[0].levels == (4, 2, 1)
+    assert dict(methods[0].similarity_options) == {"num_bins": 32}
 
 
 def test_eval_config_composes():
