@@ -31,7 +31,7 @@ def trained():
 
 
 def test_patch_pairs_are_aligned_then_shifted():
-    ct, mr = _slices(1, 2)
+    ct, _ = _slices(1, 2)
     import jax
 
     pairs, labels = learned.sample_patch_pairs(jax.random.PRNGKey(0), jnp.asarray(ct),
