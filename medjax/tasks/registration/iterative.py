@@ -39,14 +39,30 @@ from medjax.tasks.registration import transforms
 SimilarityLoss = Callable[[jnp.ndarray, jnp.ndarray, jnp.ndarray], jnp.ndarray]
 
 
+def _edge_weights_1d(size: int, sigma: float) -> np.ndarray:
+    """The share of a zero-padded 1-D Gaussian's taps that fall inside an axis
+    of ``size`` voxels, at each voxel (``gaussian_smooth``'s kernel)."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    return np.convolve(np.ones(size), taps, mode="same").astype(np.float32)
+
+
 def _smooth(image: jnp.ndarray, sigma: float) -> jnp.ndarray:
     """``image [*S, C]`` blurred by a Gaussian, normalised at the edges (the
-    zero padding would darken them)."""
+    zero padding would darken them). The kernel is separable, so the
+    normalisation is a product of per-axis profiles (small constants: a
+    blurred image of ones would be constant-folded by XLA at compile time)."""
     if sigma <= 0:
         return image
     channels = jnp.moveaxis(image, -1, 0)
     blurred = filters.gaussian_smooth(channels, sigma)
-    weight = filters.gaussian_smooth(jnp.ones_like(channels[:1]), sigma)
+    shape = channels.shape[1:]
+    weight = 1.0
+    for axis, size in enumerate(shape):
+        profile = _edge_weights_1d(size, sigma).reshape(
+            (1,) + tuple(size if a == axis else 1 for a in range(len(shape))))
+        weight = weight * jnp.asarray(profile)
     return jnp.moveaxis(blurred / weight, 0, -1)
 
 

@@ -187,3 +187,13 @@ def test_a_moving_image_on_another_grid_through_its_geometry(phantom):
                                                       + np.asarray(truth)[:2, 2])
     # In moving voxels (1 x 4 mm): under half a voxel on average.
     assert np.abs(error).mean(0).max() < 0.5
+
+
+def test_pyramid_smoothing_is_normalised_convolution():
+    from medjax.tasks.registration.iterative import _smooth
+
+    image = np.random.default_rng(0).normal(size=(13, 11, 2)).astype(np.float32)
+    sigma = (1.5, 1.5, 0)
+    expected = (ndi.gaussian_filter(image, sigma, mode="constant", truncate=3.0)
+                / ndi.gaussian_filter(np.ones_like(image), sigma, mode="constant", truncate=3.0))
+    np.testing.assert_allclose(np.asarray(_smooth(jnp.asarray(image), 1.5)), expected, atol=1e-6)
