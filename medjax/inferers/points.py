@@ -27,8 +27,8 @@ import csv
 import dataclasses
 import io as text_io
 import os
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -98,8 +98,10 @@ class Locator:
         shown, _, _ = to_display_orientation(volume)
         resampled = shown
         if self.spacing is not None and volume.source != "png":
-            target = self.spacing if ndim == len(self.spacing) else (
-                tuple(self.spacing[:2]) + tuple(shown.spacing[2:])
+            target = (
+                self.spacing
+                if ndim == len(self.spacing)
+                else (tuple(self.spacing[:2]) + tuple(shown.spacing[2:]))
             )
             resampled = preprocess.resample_to_spacing(shown, target)
         image = np.asarray(resampled.array, np.float32)
@@ -112,7 +114,9 @@ class Locator:
         keep = keep[np.argsort(-found["scores"][keep], kind="stable")]
         points = found["points"][keep].astype(np.float64)
         boxes = found["boxes"][keep].astype(np.float64) if "boxes" in found else None
-        names = tuple(str(n) for n in found["names"][keep]) if "names" in found else None
+        names = (
+            tuple(str(n) for n in found["names"][keep]) if "names" in found else None
+        )
         # Resampled grid -> world -> the input's and the display's voxel indices.
         to_input = _index_map(resampled.affine, volume.affine)
         to_display = _index_map(resampled.affine, shown.affine)
@@ -138,15 +142,21 @@ class Locator:
         slices = np.moveaxis(image, 2, 0)[..., None]
         parts = []
         for start in range(0, len(slices), self.slice_batch_size):
-            out = jax.device_get(self.locate_batch(slices[start : start + self.slice_batch_size]))
+            out = jax.device_get(
+                self.locate_batch(slices[start : start + self.slice_batch_size])
+            )
             count = len(out["scores"])
             depth = np.arange(start, start + count, dtype=np.float32)
-            depth = np.broadcast_to(depth[:, None, None], out["points"].shape[:2] + (1,))
+            depth = np.broadcast_to(
+                depth[:, None, None], out["points"].shape[:2] + (1,)
+            )
             part = {k: np.asarray(v) for k, v in out.items()}
             part["points"] = np.concatenate([part["points"], depth], -1)
             if "boxes" in part:
                 b = part["boxes"]
-                part["boxes"] = np.concatenate([b[..., :2], depth, b[..., 2:], depth], -1)
+                part["boxes"] = np.concatenate(
+                    [b[..., :2], depth, b[..., 2:], depth], -1
+                )
             parts.append(part)
         return {
             k: np.concatenate([p[k].reshape((-1,) + p[k].shape[2:]) for p in parts])
@@ -180,12 +190,27 @@ def _map_boxes(boxes: np.ndarray, mapped: Callable) -> np.ndarray:
     return np.concatenate([np.minimum(low, high), np.maximum(low, high)], -1)
 
 
-def load_locator(task, model, tx, data, run_dir: str, checkpoint="best", *,
-                 best_metric=None, best_mode="max", seed: int = 0) -> Locator:
+def load_locator(
+    task,
+    model,
+    tx,
+    data,
+    run_dir: str,
+    checkpoint="best",
+    *,
+    best_metric=None,
+    best_mode="max",
+    seed: int = 0,
+) -> Locator:
     """Restores ``checkpoint`` of ``run_dir`` and wraps the task's ``predict``
     and its one-example ``decode``, mapped over a batch."""
     state, step = restore_model(
-        model, tx, run_dir, checkpoint, best_metric=best_metric, best_mode=best_mode,
+        model,
+        tx,
+        run_dir,
+        checkpoint,
+        best_metric=best_metric,
+        best_mode=best_mode,
         seed=seed,
     )
 
@@ -207,13 +232,17 @@ def load_locator(task, model, tx, data, run_dir: str, checkpoint="best", *,
     def locate_batch(inputs):
         out = dict(traced(inputs))
         if static_names:
-            out["names"] = np.broadcast_to(np.asarray(static_names[0]), out["scores"].shape)
+            out["names"] = np.broadcast_to(
+                np.asarray(static_names[0]), out["scores"].shape
+            )
         return out
 
     return Locator(
-        locate_batch=locate_batch, spatial_dims=getattr(model, "spatial_dims", 2),
+        locate_batch=locate_batch,
+        spatial_dims=getattr(model, "spatial_dims", 2),
         normalize=data.normalize or (lambda x: np.asarray(x, np.float32)),
-        spacing=data.spacing, step=step,
+        spacing=data.spacing,
+        step=step,
     )
 
 
@@ -233,7 +262,8 @@ def columns(predictions: PointPredictions) -> tuple[list[str], list[list]]:
         row += [_number(v) for v in predictions.voxels[i]]
         row += (
             [_number(v) for v in predictions.world[i]]
-            if predictions.world is not None else ["", "", ""]
+            if predictions.world is not None
+            else ["", "", ""]
         )
         if predictions.boxes is not None:
             row += [_number(v) for v in predictions.boxes[i]]
@@ -250,8 +280,13 @@ def json_path(csv_path: str) -> str:
     return stem + ".json"
 
 
-def write_points(predictions: PointPredictions, path: str, *, source: str = "",
-                 step: int | None = None) -> tuple[str, str]:
+def write_points(
+    predictions: PointPredictions,
+    path: str,
+    *,
+    source: str = "",
+    step: int | None = None,
+) -> tuple[str, str]:
     """Writes the CSV at ``path`` and the JSON beside it, each atomically.
 
     Returns:
@@ -262,7 +297,9 @@ def write_points(predictions: PointPredictions, path: str, *, source: str = "",
         WriteError: a file could not be written (a previous one is kept).
     """
     if not str(path).lower().endswith(".csv"):
-        raise ConfigError(f"output={path}: points are written as CSV; expected a .csv path")
+        raise ConfigError(
+            f"output={path}: points are written as CSV; expected a .csv path"
+        )
     header, rows = columns(predictions)
     buffer = text_io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -271,17 +308,26 @@ def write_points(predictions: PointPredictions, path: str, *, source: str = "",
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     files.write_text(path, buffer.getvalue())
     other = json_path(str(path))
-    files.write_json(other, {
-        "input": source,
-        "step": step,
-        "coordinates": "voxel_*: the input's voxel indices; *_mm: world RAS+ mm",
-        "candidates": [dict(zip(header, row)) for row in rows],
-    })
+    files.write_json(
+        other,
+        {
+            "input": source,
+            "step": step,
+            "coordinates": "voxel_*: the input's voxel indices; *_mm: world RAS+ mm",
+            "candidates": [dict(zip(header, row)) for row in rows],
+        },
+    )
     return str(path), other
 
 
-def write_overlay(predictions: PointPredictions, path: str, normalize, *, source: str,
-                  threshold: float = 0.0) -> None:
+def write_overlay(
+    predictions: PointPredictions,
+    path: str,
+    normalize,
+    *,
+    source: str,
+    threshold: float = 0.0,
+) -> None:
     """A PNG of the image (display orientation; a volume at the best candidate's
     slice) with the candidates above ``threshold`` coloured by score."""
     from medjax.viz.detection import draw_detections
@@ -291,16 +337,31 @@ def write_overlay(predictions: PointPredictions, path: str, normalize, *, source
         image = np.asarray(normalize(image), np.float32)
     ndim = image.ndim
     if boxes is None:  # landmarks: a one-voxel box around each point
-        boxes = np.concatenate([points, points], -1) if len(points) else np.zeros((0, 2 * ndim))
+        boxes = (
+            np.concatenate([points, points], -1)
+            if len(points)
+            else np.zeros((0, 2 * ndim))
+        )
     draw_detections(
-        [image], [np.zeros((0, 2 * ndim))], [boxes], [predictions.scores], path,
-        points=[points], threshold=threshold,
+        [image],
+        [np.zeros((0, 2 * ndim))],
+        [boxes],
+        [predictions.scores],
+        path,
+        points=[points],
+        threshold=threshold,
         panel_titles=[f"{len(predictions.scores)} candidates"],
     )
 
 
-def locate_file(locator: Locator, volume: io.Volume, output_path: str, overlay_path: str,
-                *, threshold: float = 0.0) -> tuple[PointPredictions, tuple[str, str]]:
+def locate_file(
+    locator: Locator,
+    volume: io.Volume,
+    output_path: str,
+    overlay_path: str,
+    *,
+    threshold: float = 0.0,
+) -> tuple[PointPredictions, tuple[str, str]]:
     """What ``medjax-predict`` does with one input read already: find the
     points, write the CSV and JSON to ``output_path`` and the overlay PNG."""
     if not str(output_path).lower().endswith(".csv"):
@@ -308,8 +369,14 @@ def locate_file(locator: Locator, volume: io.Volume, output_path: str, overlay_p
             f"output={output_path}: points are written as CSV; expected a .csv path"
         )
     predictions = locator(volume)
-    written = write_points(predictions, output_path, source=str(volume.path or ""),
-                           step=locator.step)
-    write_overlay(predictions, overlay_path, locator.normalize, source=volume.source,
-                  threshold=threshold)
+    written = write_points(
+        predictions, output_path, source=str(volume.path or ""), step=locator.step
+    )
+    write_overlay(
+        predictions,
+        overlay_path,
+        locator.normalize,
+        source=volume.source,
+        threshold=threshold,
+    )
     return predictions, written

@@ -16,7 +16,9 @@ import jax.numpy as jnp
 
 
 @functools.partial(jax.jit, static_argnames=("max_iterations",))
-def connected_components(mask: jnp.ndarray, max_iterations: int | None = None) -> jnp.ndarray:
+def connected_components(
+    mask: jnp.ndarray, max_iterations: int | None = None
+) -> jnp.ndarray:
     """Labels of the connected components of ``mask``.
 
     Each iteration spreads the largest label one voxel (a 3-wide max-pool inside

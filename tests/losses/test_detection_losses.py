@@ -26,7 +26,9 @@ def test_focal_loss_matches_the_equation_and_masks_padding():
     target[0, 2, 3] = target[0, 5, 1] = target[1, 0, 0] = 1.0  # centres; none in 2
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     positive = target == 1
-    terms = np.where(positive, (1 - p) ** 2 * np.log(p), (1 - target) ** 4 * p**2 * np.log(1 - p))
+    terms = np.where(
+        positive, (1 - p) ** 2 * np.log(p), (1 - target) ** 4 * p**2 * np.log(1 - p)
+    )
     expected = -terms.sum(axis=(1, 2, 3)) / np.maximum(positive.sum(axis=(1, 2, 3)), 1)
     loss = penalty_reduced_focal_loss(jnp.asarray(logits), jnp.asarray(target))
     np.testing.assert_allclose(loss, expected, rtol=1e-5)

@@ -13,7 +13,11 @@ def _same_partition(ours, theirs):
     """Both labellings split the mask into the same sets of voxels."""
     assert np.array_equal(ours > 0, theirs > 0)
     pairs = set(zip(ours[ours > 0].tolist(), theirs[theirs > 0].tolist()))
-    assert len(pairs) == len(np.unique(ours[ours > 0])) == len(np.unique(theirs[theirs > 0]))
+    assert (
+        len(pairs)
+        == len(np.unique(ours[ours > 0]))
+        == len(np.unique(theirs[theirs > 0]))
+    )
 
 
 @pytest.mark.parametrize("shape", [(23, 17), (9, 11, 7)])
@@ -40,10 +44,15 @@ def test_reductions_per_component():
     mask[5:8, 6:9] = True
     values = np.arange(80, dtype=np.float32).reshape(8, 10) % 7
     labels = connected_components(jnp.asarray(mask))
-    reduced = {k: np.asarray(v) for k, v in component_reductions(labels, jnp.asarray(values)).items()}
+    reduced = {
+        k: np.asarray(v)
+        for k, v in component_reductions(labels, jnp.asarray(values)).items()
+    }
     first = values[1:3, 1:4]
     assert reduced["max"][1, 1] == first.max()
     assert reduced["mean"][2, 3] == pytest.approx(first.mean())
-    flat = np.flatnonzero((values == first.max()) & (np.asarray(labels) == np.asarray(labels)[1, 1]))[0]
+    flat = np.flatnonzero(
+        (values == first.max()) & (np.asarray(labels) == np.asarray(labels)[1, 1])
+    )[0]
     assert reduced["first_argmax"][1, 2] == flat
     np.testing.assert_array_equal(reduced["box"][6, 7], [5, 6, 7, 8])

@@ -56,18 +56,27 @@ class CenterNet(nn.Module):
         """``x [B, *S, C]`` -> ``{"heatmap": [B, *S, num_classes], "size":
         [B, *S, ndim], "offset": [B, *S, ndim]}``."""
         features = UNet(
-            num_classes=self.trunk_width, spatial_dims=self.spatial_dims,
-            depth=self.depth, base_width=self.base_width, norm=self.norm,
-            residual=self.residual, conv_impl=self.conv_impl, name="trunk",
+            num_classes=self.trunk_width,
+            spatial_dims=self.spatial_dims,
+            depth=self.depth,
+            base_width=self.base_width,
+            norm=self.norm,
+            residual=self.residual,
+            conv_impl=self.conv_impl,
+            name="trunk",
         )(x, train=train)
         features = nn.relu(features)
         kernel = (3,) * self.spatial_dims
         point = (1,) * self.spatial_dims
 
         def head(name: str, width: int, use_bias: bool = True) -> jnp.ndarray:
-            y = Conv(self.head_width, kernel, impl=self.conv_impl, name=f"{name}_0")(features)
+            y = Conv(self.head_width, kernel, impl=self.conv_impl, name=f"{name}_0")(
+                features
+            )
             y = nn.relu(y)
-            return Conv(width, point, use_bias=use_bias, impl=self.conv_impl, name=f"{name}_1")(y)
+            return Conv(
+                width, point, use_bias=use_bias, impl=self.conv_impl, name=f"{name}_1"
+            )(y)
 
         prior = self.param(
             "heatmap_bias", nn.initializers.constant(HEATMAP_PRIOR), (self.num_classes,)
@@ -80,4 +89,6 @@ class CenterNet(nn.Module):
 
 
 centernet_tiny = partial(CenterNet, depth=2, base_width=4, trunk_width=8, head_width=8)
-centernet_small = partial(CenterNet, depth=3, base_width=16, trunk_width=32, head_width=32)
+centernet_small = partial(
+    CenterNet, depth=3, base_width=16, trunk_width=32, head_width=32
+)

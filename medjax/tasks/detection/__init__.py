@@ -11,9 +11,6 @@ from medjax.tasks.detection.cad import (
     candidate_hits,
     lesions_from_fields,
 )
-from medjax.tasks.detection.centernet import CenterNetTask
-from medjax.tasks.detection.pixel import PixelDetectionTask
-from medjax.tasks.detection.task import DetectionTask
 from medjax.tasks.detection.cad_features import (
     FEATURE_NAMES,
     Candidates,
@@ -21,12 +18,15 @@ from medjax.tasks.detection.cad_features import (
     body_mask,
     candidate_features,
 )
+from medjax.tasks.detection.centernet import CenterNetTask
+from medjax.tasks.detection.pixel import PixelDetectionTask
+from medjax.tasks.detection.task import DetectionTask
 
 __all__ = [
     "FEATURE_NAMES",
     "CADDetector",
-    "CenterNetTask",
     "Candidates",
+    "CenterNetTask",
     "DetectionTask",
     "Detections",
     "Lesions",

@@ -87,7 +87,9 @@ class CenterNetTask(DetectionTask):
         if self.peak_window % 2 != 1:
             raise ValueError(f"task.peak_window: expected odd, got {self.peak_window}")
 
-    def targets(self, batch: Batch, heat_shape: tuple[int, ...]) -> dict[str, jnp.ndarray]:
+    def targets(
+        self, batch: Batch, heat_shape: tuple[int, ...]
+    ) -> dict[str, jnp.ndarray]:
         """``heatmap [B, *S', 1]``, ``indices [B, L, ndim]`` (int32, the centre
         voxels), ``size`` and ``offset [B, L, ndim]`` and ``valid [B, L]``."""
         truth = self.truth(batch)
@@ -100,8 +102,11 @@ class CenterNetTask(DetectionTask):
         p = jnp.clip(jnp.round(q), 0, upper)
         size = box_ops.box_size(boxes)
         sides = jnp.sort(size / stride, axis=-1)
-        radius = jnp.floor(jnp.maximum(gaussian_radius(sides[..., 0], sides[..., 1],
-                                                       self.min_overlap), 0))
+        radius = jnp.floor(
+            jnp.maximum(
+                gaussian_radius(sides[..., 0], sides[..., 1], self.min_overlap), 0
+            )
+        )
         sigma = (2 * radius + 1) / 6
         heatmap = jax.vmap(lambda c, s, v: gaussian_peak_map(c, heat_shape, s, v))(
             p, sigma, valid
@@ -120,26 +125,38 @@ class CenterNetTask(DetectionTask):
         target = self.targets(batch, heat_shape)
         valid = batch["valid"]
         focal = losses.penalty_reduced_focal_loss(
-            heat, target["heatmap"], mask=valid, alpha=self.focal_alpha,
+            heat,
+            target["heatmap"],
+            mask=valid,
+            alpha=self.focal_alpha,
             beta=self.focal_beta,
         )
         size = losses.l1_at_points(
-            _gather(outputs["size"], target["indices"]), target["size"],
-            target["valid"], mask=valid,
+            _gather(outputs["size"], target["indices"]),
+            target["size"],
+            target["valid"],
+            mask=valid,
         )
         offset = losses.l1_at_points(
-            _gather(outputs["offset"], target["indices"]), target["offset"],
-            target["valid"], mask=valid,
+            _gather(outputs["offset"], target["indices"]),
+            target["offset"],
+            target["valid"],
+            mask=valid,
         )
         total = focal + self.size_weight * size + self.offset_weight * offset
         return losses.masked_mean(total, valid), {
-            "loss": total, "heatmap_loss": focal, "size_loss": size, "offset_loss": offset,
+            "loss": total,
+            "heatmap_loss": focal,
+            "size_loss": size,
+            "offset_loss": offset,
         }
 
     def candidates(self, outputs: Any):
         heat = jax.nn.sigmoid(outputs["heatmap"].astype(jnp.float32)).max(-1)
         k, window = self.max_detections, self.peak_window
-        indices, scores, valid = jax.vmap(lambda h: local_peaks(h, k, window=window))(heat)
+        indices, scores, valid = jax.vmap(lambda h: local_peaks(h, k, window=window))(
+            heat
+        )
         size = jnp.maximum(_gather(outputs["size"], indices), 1.0)
         offset = _gather(outputs["offset"], indices)
         stride = float(self.output_stride)

@@ -68,22 +68,30 @@ class PixelDetectionTask(DetectionTask):
         if self.class_weights is not None:
             object.__setattr__(self, "class_weights", tuple(self.class_weights))
         if self.num_classes != 2:
-            raise ValueError(f"task.num_classes: lesion detection has 2, got {self.num_classes}")
+            raise ValueError(
+                f"task.num_classes: lesion detection has 2, got {self.num_classes}"
+            )
         if self.loss_function not in LOSS_OPTIONS:
             raise ValueError(
                 f"task.loss_function: expected one of {sorted(LOSS_OPTIONS)}, "
                 f"got {self.loss_function!r}"
             )
         if self.score not in SCORES:
-            raise ValueError(f"task.score: expected one of {SCORES}, got {self.score!r}")
+            raise ValueError(
+                f"task.score: expected one of {SCORES}, got {self.score!r}"
+            )
         if self.peak_window % 2 != 1:
             raise ValueError(f"task.peak_window: expected odd, got {self.peak_window}")
 
     def loss(self, outputs: Any, batch: Batch) -> tuple[jnp.ndarray, Batch]:
         labels = (batch[self.instance_key] > 0).astype(jnp.int32)
-        options = {name: getattr(self, name) for name in LOSS_OPTIONS[self.loss_function]}
+        options = {
+            name: getattr(self, name) for name in LOSS_OPTIONS[self.loss_function]
+        }
         if options.get("class_weights") is not None:
-            options["class_weights"] = jnp.asarray(options["class_weights"], jnp.float32)
+            options["class_weights"] = jnp.asarray(
+                options["class_weights"], jnp.float32
+            )
         valid = batch["valid"]
         per_example = losses.SEGMENTATION_LOSSES[self.loss_function](
             outputs, labels, mask=valid, **options
@@ -102,7 +110,11 @@ class PixelDetectionTask(DetectionTask):
         flat = jnp.arange(probability.size, dtype=jnp.int32).reshape(shape)
         window = self.peak_window
         pooled = jax.lax.reduce_window(
-            probability, -jnp.inf, jax.lax.max, (window,) * ndim, (1,) * ndim,
+            probability,
+            -jnp.inf,
+            jax.lax.max,
+            (window,) * ndim,
+            (1,) * ndim,
             [(window // 2, window // 2)] * ndim,
         )
         peak_outside = (probability >= pooled) & ~inside

@@ -17,4 +17,6 @@ def test_heads_have_the_inputs_resolution(shape):
     assert out["heatmap"].shape == (2,) + shape + (1,)
     assert out["size"].shape == out["offset"].shape == (2,) + shape + (len(shape),)
     np.testing.assert_allclose(variables["params"]["heatmap_bias"], [HEATMAP_PRIOR])
-    assert {"trunk", "heatmap_0", "heatmap_1", "size_0", "offset_1"} <= set(variables["params"])
+    assert {"trunk", "heatmap_0", "heatmap_1", "size_0", "offset_1"} <= set(
+        variables["params"]
+    )

@@ -14,7 +14,9 @@ from medjax.tasks.detection import CenterNetTask
 from medjax.tasks.detection.centernet import gaussian_radius
 from tests.tasks.detection.test_pixel import _batch
 
-DATA = types.SimpleNamespace(schema=torso_schema(), spacing=(6.25, 6.25), name="phantoms")
+DATA = types.SimpleNamespace(
+    schema=torso_schema(), spacing=(6.25, 6.25), name="phantoms"
+)
 
 
 def test_gaussian_radius_is_centernets():
@@ -36,7 +38,11 @@ def _perfect_outputs(task, batch):
             i, j = (int(v) for v in target["indices"][b, k])
             size = size.at[b, i, j].set(target["size"][b, k])
             offset = offset.at[b, i, j].set(target["offset"][b, k])
-    return {"heatmap": jnp.log(heat) - jnp.log1p(-heat), "size": size, "offset": offset}, target
+    return {
+        "heatmap": jnp.log(heat) - jnp.log1p(-heat),
+        "size": size,
+        "offset": offset,
+    }, target
 
 
 def test_a_perfect_output_decodes_to_the_truth_boxes():
@@ -45,7 +51,7 @@ def test_a_perfect_output_decodes_to_the_truth_boxes():
     outputs, target = _perfect_outputs(task, batch)
     # The centres are splatted with value exactly 1, sigma from the box size.
     assert int((target["heatmap"] == 1).sum()) == 3
-    boxes, scores, valid = jax.jit(task.candidates)(outputs)
+    boxes, scores, _ = jax.jit(task.candidates)(outputs)
     truth = task.truth(batch)
     for b, count in enumerate([2, 1, 0]):
         np.testing.assert_allclose(scores[b, :count], 1 - 1e-6, rtol=1e-6)

@@ -13,7 +13,9 @@ from medjax import losses
 from medjax.data.datasets.phantoms import torso_schema
 from medjax.tasks.detection import PixelDetectionTask
 
-DATA = types.SimpleNamespace(schema=torso_schema(), spacing=(6.25, 6.25), name="phantoms")
+DATA = types.SimpleNamespace(
+    schema=torso_schema(), spacing=(6.25, 6.25), name="phantoms"
+)
 
 
 def _disc(shape, centre, radius):
@@ -28,7 +30,9 @@ def _batch():
     valid = np.zeros((3, 3), bool)
     radii = np.zeros((3, 3), np.float32)
     instance = np.zeros((3,) + shape, np.int32)
-    for i, lesions in enumerate([[((9, 11), 3.5), ((28, 30), 2.5)], [((20, 8), 4.0)], []]):
+    for i, lesions in enumerate(
+        [[((9, 11), 3.5), ((28, 30), 2.5)], [((20, 8), 4.0)], []]
+    ):
         for k, (centre, radius) in enumerate(lesions):
             instance[i][_disc(shape, centre, radius)] = k + 1
             centres[i, k], radii[i, k], valid[i, k] = centre, radius, True
@@ -51,10 +55,14 @@ def test_a_perfect_probability_map_gives_cpm_and_ap_one():
     task = PixelDetectionTask(max_detections=8).configure(DATA)
     batch = _batch()
     probability = jnp.where(batch["lesion_mask"] > 0, 0.99, 0.01)
-    host = jax.tree.map(np.asarray, jax.jit(task.host_outputs)(_logits(probability), batch))
+    host = jax.tree.map(
+        np.asarray, jax.jit(task.host_outputs)(_logits(probability), batch)
+    )
     # One candidate per lesion at 0.99 (its box the lesion's extent), then the
     # flat background's voxels at 0.01 (a plateau: every voxel a local maximum).
-    np.testing.assert_allclose(host["pred_scores"][0, :3], [0.99, 0.99, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(
+        host["pred_scores"][0, :3], [0.99, 0.99, 0.01], rtol=1e-6
+    )
     np.testing.assert_allclose(host["pred_scores"][2, 0], 0.01, rtol=1e-6)
     found = host["pred_boxes"][0, :2]
     truth = host["true_boxes"][0, :2]
@@ -75,7 +83,9 @@ def test_one_candidate_per_component_scored_by_its_peak_or_mean():
     np.testing.assert_array_equal(peak["boxes"][0, :2], [[2, 2, 4, 4], [8, 8, 8, 8]])
     mean = PixelDetectionTask(max_detections=2, score="component_mean").configure(DATA)
     scores = mean.detections(logits)["scores"][0]
-    np.testing.assert_allclose(scores, [probability[0, 2:5, 2:5].mean(), 0.3], rtol=1e-5)
+    np.testing.assert_allclose(
+        scores, [probability[0, 2:5, 2:5].mean(), 0.3], rtol=1e-5
+    )
 
 
 def test_loss_is_the_segmentation_loss_of_the_binarised_instance_map():
