@@ -23,7 +23,8 @@ Decoding (jit): the sigmoid heatmap's (classes pooled by maximum: one
 "lesion" class) ``max_detections`` highest local maxima of a ``peak_window``
 max-pool (``ops.heatmaps.local_peaks``, in place of NMS), their size and offset
 gathered there; centre ``(p + offset) R + (R - 1) / 2``, box ``centre -+ (size -
-1) / 2``; score the peak's probability. Points are the boxes' centres.
+1) / 2`` clipped to the image; score the peak's probability. Points are the
+boxes' centres.
 """
 
 import dataclasses
@@ -163,6 +164,10 @@ class CenterNetTask(DetectionTask):
         centre = (indices + offset) * stride + (stride - 1) / 2
         half = (size - 1) / 2
         boxes = jnp.concatenate([centre - half, centre + half], -1)
+        # Clipped to the image, as torchvision's detectors clip theirs: an
+        # untrained offset or size may reach past the border.
+        image_shape = tuple(int(s * self.output_stride) for s in heat.shape[1:])
+        boxes = jax.vmap(lambda b: box_ops.clip_to_image(b, image_shape)[0])(boxes)
         return boxes, scores, valid
 
 
