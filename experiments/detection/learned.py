@@ -40,8 +40,11 @@ def host_outputs(task, state, data, split, mesh):
     _, eval_fn = compile_steps(task, mesh)
     parts, seconds, images = [], 0.0, 0
     batches = pipeline.eval_batches(
-        data.source(split), batch_size=data.eval_batch_size, convert=data.convert,
-        keys=task.batch_keys, num_threads=data.num_threads,
+        data.source(split),
+        batch_size=data.eval_batch_size,
+        convert=data.convert,
+        keys=task.batch_keys,
+        num_threads=data.num_threads,
     )
     for i, batch in enumerate(batches):
         batch = pipeline.to_devices(batch, sharding.batch_sharding(mesh))
@@ -111,11 +114,17 @@ def main():
         sens = np.asarray([float(str(s).split()[0]) for s in forest["sensitivities"]])
         rates = np.asarray(metrics.LUNA16_FP_RATES)
         curves["CAD, random forest"] = {
-            "fps": rates, "sensitivity": sens, "fp_rates": rates,
-            "sensitivities": sens, "cpm": float(sens.mean()),
+            "fps": rates,
+            "sensitivity": sens,
+            "fp_rates": rates,
+            "sensitivities": sens,
+            "cpm": float(sens.mean()),
         }
-    plot_froc(curves, os.path.join(os.path.dirname(args.out), "froc_learned.png"),
-              "2D phantom lesions, test split (500 slices)")
+    plot_froc(
+        curves,
+        os.path.join(os.path.dirname(args.out), "froc_learned.png"),
+        "2D phantom lesions, test split (500 slices)",
+    )
 
 
 if __name__ == "__main__":

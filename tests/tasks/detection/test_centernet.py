@@ -91,3 +91,39 @@ def test_targets_round_the_box_centre_and_keep_the_offset():
 def test_one_lesion_class_only():
     with pytest.raises(ValueError, match="task.num_classes"):
         CenterNetTask(num_classes=3)
+
+
+def test_a_perfect_3d_output_decodes_to_the_truth_boxes():
+    shape = (14, 12, 10)
+    grid = np.stack(np.meshgrid(*map(np.arange, shape), indexing="ij"), -1)
+    instance = np.zeros((1,) + shape, np.int32)
+    centres = np.array([[4.0, 4.0, 3.0], [9.0, 7.0, 6.5]], np.float32)
+    for k, (centre, radius) in enumerate(zip(centres, (2.5, 3.0))):
+        instance[0][((grid - centre) ** 2).sum(-1) < radius**2] = k + 1
+    batch = {
+        "image": jnp.zeros((1,) + shape + (1,)),
+        "lesion_mask": jnp.asarray(instance),
+        "lesion_centers": jnp.asarray(centres[None]),
+        "lesion_valid": jnp.ones((1, 2), bool),
+        "lesion_radii": jnp.asarray([[2.5, 3.0]]),
+    }
+    data = types.SimpleNamespace(schema=torso_schema(), spacing=(6.25,) * 3, name="v")
+    task = CenterNetTask(max_detections=4).configure(data)
+    target = task.targets(batch, shape)
+    heat = jnp.clip(target["heatmap"], 1e-6, 1 - 1e-6)
+    size = jnp.zeros((1,) + shape + (3,))
+    offset = jnp.zeros_like(size)
+    for k in range(2):
+        index = (0,) + tuple(int(v) for v in target["indices"][0, k])
+        size = size.at[index].set(target["size"][0, k])
+        offset = offset.at[index].set(target["offset"][0, k])
+    outputs = {
+        "heatmap": jnp.log(heat) - jnp.log1p(-heat),
+        "size": size,
+        "offset": offset,
+    }
+    boxes, scores, _ = task.candidates(outputs)
+    truth = task.truth(batch)["boxes"][0]
+    found = sorted(map(tuple, np.asarray(boxes[0, :2]).round(4)))
+    np.testing.assert_allclose(found, sorted(map(tuple, np.asarray(truth))), atol=1e-4)
+    assert float(scores[0, 2]) < 1e-5
