@@ -3,7 +3,7 @@
 is scored: best validation checkpoint, FROC / CPM on the test split (the same
 500 slices, the same hit rule), AP, inference time per image and parameters.
 For pixel-classification runs it also scores the component-mean score beside
-the peak score, on validation (to choose) and on test. Writes
+the peak score, on validation (to choose) and on test; other runs on test only. Writes
 ``learned_results.json`` and ``froc_learned.png`` (with the CAD baseline's
 random-forest operating points from ``results.json``) next to this file.
 
@@ -88,7 +88,10 @@ def main():
             variants[f"{name} ({other})"] = dataclasses.replace(task, score=other)
         for label, variant in variants.items():
             entry = {"run_dir": run_dir, "step": step, "parameters": int(params)}
-            for split in ("validation", "test"):
+            # Validation only where it chooses between variants (the runs'
+            # own validation metrics are in their metrics.jsonl).
+            splits = ("validation", "test") if len(variants) > 1 else ("test",)
+            for split in splits:
                 host, seconds = host_outputs(variant, state, data, split, mesh)
                 entry[split], curve = score(variant, host)
                 if split == "test":
@@ -96,8 +99,9 @@ def main():
                     curves[label] = curve
             results[label] = entry
             test = entry["test"]
+            chosen = entry.get("validation", {}).get("cpm", float("nan"))
             print(
-                f"{label}: step {step}, validation CPM {entry['validation']['cpm']:.3f}, "
+                f"{label}: step {step}, validation CPM {chosen:.3f}, "
                 f"test CPM {test['cpm']:.3f} [{test['cpm_interval'][0]:.3f}, "
                 f"{test['cpm_interval'][1]:.3f}], AP50 {test['ap50']:.3f}, "
                 f"AP {test['ap']:.3f}, {1e3 * entry['seconds_per_image']:.2f} ms/image, "
