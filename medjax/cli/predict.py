@@ -1,5 +1,6 @@
 """``medjax-predict run_dir=DIR input=PATH output=PATH``: apply a trained run to
-an image file and write the result in the input's format and geometry.
+an image file and write the result in the input's format and geometry (label
+maps), or as CSV and JSON of candidates (``points``: detection, landmarks).
 
 The run's task says what a prediction is (``Task.prediction_role``: a
 ``label_map`` is written like the input; None: the task writes no files) and
@@ -35,10 +36,13 @@ def _predict(cfg: DictConfig) -> None:
             f"run_dir={run_dir}: this run's task ({type(task).__name__}) writes "
             "no prediction files"
         )
+    if role == roles.POINTS:
+        _predict_points(cfg, train_cfg, task, model, tx, data, overlay)
+        return
     if role != roles.LABEL_MAP:
         raise ConfigError(
-            f"run_dir={run_dir}: medjax-predict writes label maps; this run's "
-            f"task predicts a {role}"
+            f"run_dir={run_dir}: medjax-predict writes label maps and points; this "
+            f"run's task predicts a {role}"
         )
     # The input is read before the model is restored: a bad file is one line
     # before anything is compiled.
@@ -56,9 +60,33 @@ def _predict(cfg: DictConfig) -> None:
     print(f"wrote {written} and {overlay}")
 
 
+def _predict_points(cfg, train_cfg, task, model, tx, data, overlay: str) -> None:
+    """Detection and landmark runs: the valid candidates as CSV and JSON
+    (``medjax.inferers.points``) and an overlay PNG."""
+    from medjax.data import io
+    from medjax.inferers import points
+
+    if not str(cfg.output).lower().endswith(".csv"):
+        raise ConfigError(
+            f"output={cfg.output}: this run predicts points, written as CSV; "
+            "expected a .csv path"
+        )
+    volume = io.load_image(cfg.input)  # a bad file: one line before compiling
+    locator = points.load_locator(
+        task, model, tx, data, cfg.run_dir, cfg.checkpoint, seed=train_cfg.seed,
+        best_metric=train_cfg.trainer.best_metric, best_mode=train_cfg.trainer.best_mode,
+    )
+    threshold = getattr(task, "draw_threshold", 0.0)
+    found, written = points.locate_file(locator, volume, cfg.output, overlay,
+                                        threshold=threshold)
+    print(f"located {len(found.scores)} candidates in {cfg.input} with step "
+          f"{locator.step} of {cfg.run_dir}")
+    print(f"wrote {written[0]}, {written[1]} and {overlay}")
+
+
 def _overlay_path(output: str) -> str:
     stem = output.rstrip("/")
-    for suffix in (".nii.gz", ".nii", ".png"):
+    for suffix in (".nii.gz", ".nii", ".png", ".csv"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
             break

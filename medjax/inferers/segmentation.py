@@ -131,17 +131,28 @@ def _back_to_grid(labels: np.ndarray, resampled: io.Volume, original: io.Volume)
     return on_grid[tuple(slice(0, t) for t in target)]
 
 
-def load_segmenter(task, model, tx, data, run_dir: str, checkpoint="best", *,
-                   best_metric=None, best_mode="max", seed: int = 0) -> Segmenter:
-    """Restores checkpoint ``checkpoint`` of ``run_dir`` for ``model`` and wraps it
-    with the task's whole-image ``predict`` and its ``decode`` (labels)."""
+def restore_model(model, tx, run_dir: str, checkpoint="best", *, best_metric=None,
+                  best_mode="max", seed: int = 0):
+    """The training state of checkpoint ``checkpoint`` of ``run_dir`` for
+    ``model`` and its step (shared by every predictor of ``medjax-predict``)."""
     spatial_dims = getattr(model, "spatial_dims", 2)
     sample = jnp.zeros((1,) + (16,) * spatial_dims + (1,), jnp.float32)
     template = jax.jit(lambda key: create_train_state(model, tx, sample, key))(
         jax.random.key(seed)
     )
-    state, step = restore_checkpoint(
+    return restore_checkpoint(
         template, run_dir, checkpoint, best_metric=best_metric, best_mode=best_mode
+    )
+
+
+def load_segmenter(task, model, tx, data, run_dir: str, checkpoint="best", *,
+                   best_metric=None, best_mode="max", seed: int = 0) -> Segmenter:
+    """Restores checkpoint ``checkpoint`` of ``run_dir`` for ``model`` and wraps it
+    with the task's whole-image ``predict`` and its ``decode`` (labels)."""
+    spatial_dims = getattr(model, "spatial_dims", 2)
+    state, step = restore_model(
+        model, tx, run_dir, checkpoint, best_metric=best_metric, best_mode=best_mode,
+        seed=seed,
     )
 
     @partial(jax.jit, compiler_options=compiler_options())

@@ -6,6 +6,7 @@ zero; the task reduces them (:func:`masked_mean`).
 - ``classification``: :func:`softmax_cross_entropy`, :func:`balanced_class_weights`;
 - ``segmentation``: dense cross-entropy, focal, soft Dice, Tversky, Dice + CE and
   ``SEGMENTATION_LOSSES`` by config name;
+- ``detection``: :func:`penalty_reduced_focal_loss` (CenterNet), :func:`l1_at_points`;
 - ``reconstruction``: :func:`reconstruction_error` (MSE), :func:`kl_divergence`;
 - ``registration``: image similarities (SSD, NCC, local NCC, Mattes mutual
   information), :func:`similarity_loss` by name, and the diffusion and bending
@@ -16,6 +17,7 @@ medjax code.
 """
 
 from medjax.losses.classification import balanced_class_weights, softmax_cross_entropy
+from medjax.losses.detection import l1_at_points, penalty_reduced_focal_loss
 from medjax.losses.masking import masked_mean
 from medjax.losses.reconstruction import kl_divergence, reconstruction_error
 from medjax.losses.segmentation import (
@@ -34,7 +36,9 @@ __all__ = [
     "dense_cross_entropy",
     "dice_ce_loss",
     "kl_divergence",
+    "l1_at_points",
     "masked_mean",
+    "penalty_reduced_focal_loss",
     "reconstruction_error",
     "segmentation_loss",
     "soft_dice_loss",

@@ -1,7 +1,8 @@
 """Detection and localisation. The classical CAD baseline (``cad``): blob
 candidates, hand-crafted features and a scikit-learn classifier, scored by
 ``medjax.metrics.detection.froc``; ``DetectionTask`` (``task``), the base of the
-learned detectors."""
+learned detectors; ``PixelDetectionTask`` (``pixel``, per-voxel lesion
+probability) and ``CenterNetTask`` (``centernet``, one-stage)."""
 
 from medjax.tasks.detection.cad import (
     CADDetector,
@@ -10,7 +11,6 @@ from medjax.tasks.detection.cad import (
     candidate_hits,
     lesions_from_fields,
 )
-from medjax.tasks.detection.task import DetectionTask
 from medjax.tasks.detection.cad_features import (
     FEATURE_NAMES,
     Candidates,
@@ -18,14 +18,19 @@ from medjax.tasks.detection.cad_features import (
     body_mask,
     candidate_features,
 )
+from medjax.tasks.detection.centernet import CenterNetTask
+from medjax.tasks.detection.pixel import PixelDetectionTask
+from medjax.tasks.detection.task import DetectionTask
 
 __all__ = [
     "FEATURE_NAMES",
     "CADDetector",
     "Candidates",
+    "CenterNetTask",
     "DetectionTask",
     "Detections",
     "Lesions",
+    "PixelDetectionTask",
     "blob_candidates",
     "body_mask",
     "candidate_features",

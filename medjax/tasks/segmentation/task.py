@@ -48,6 +48,8 @@ _LOSS_OPTIONS = {
     "focal": ("class_weights", "gamma"),
     "tversky": ("include_background", "class_weights", "alpha", "beta"),
 }
+#: The same, public: other tasks training with these losses (lesion detection).
+LOSS_OPTIONS = _LOSS_OPTIONS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,2 @@
+"""Detection models: ``centernet`` (a U-Net trunk with centre-heatmap, size and
+offset heads)."""
