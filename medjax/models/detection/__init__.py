@@ -1,0 +1,1 @@
+"""Detectors: Faster R-CNN (``faster_rcnn``, with ``rpn`` and ``box_head``)."""
