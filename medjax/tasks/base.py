@@ -33,6 +33,11 @@ metric that picks the best checkpoint when ``trainer.best_metric`` is null.
 ``medjax-predict`` asks ``prediction_role()`` what a prediction is (a
 ``label_map`` is written in the input's format and geometry; None: this task's
 runs cannot predict files) and ``decode(outputs)`` for the array to write.
+A ``points`` prediction (detection, landmarks) is a dict for ONE example,
+``decode`` taking ``predict``'s outputs for a batch of one: ``{"points": [K,
+ndim]`` voxel coordinates, ``"scores": [K]``, ``"valid": [K]`` bool, and
+``"boxes": [K, 2 * ndim]}`` (``medjax.ops.boxes``) for detectors or ``"names":
+[K]`` for landmarks; ``medjax.inferers.points`` writes it as CSV and JSON.
 
 Every batch carries ``valid [B]`` (bool): False marks padding added to complete
 the last evaluation batch.

@@ -1,6 +1,7 @@
-"""Detection and localisation. So far the classical CAD baseline (``cad``):
-blob candidates, hand-crafted features and a scikit-learn classifier, scored
-by ``medjax.metrics.detection.froc``."""
+"""Detection and localisation. The classical CAD baseline (``cad``): blob
+candidates, hand-crafted features and a scikit-learn classifier, scored by
+``medjax.metrics.detection.froc``; ``DetectionTask`` (``task``), the base of the
+learned detectors."""
 
 from medjax.tasks.detection.cad import (
     CADDetector,
@@ -9,6 +10,7 @@ from medjax.tasks.detection.cad import (
     candidate_hits,
     lesions_from_fields,
 )
+from medjax.tasks.detection.task import DetectionTask
 from medjax.tasks.detection.cad_features import (
     FEATURE_NAMES,
     Candidates,
@@ -21,6 +23,7 @@ __all__ = [
     "FEATURE_NAMES",
     "CADDetector",
     "Candidates",
+    "DetectionTask",
     "Detections",
     "Lesions",
     "blob_candidates",
