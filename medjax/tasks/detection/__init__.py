@@ -11,6 +11,7 @@ from medjax.tasks.detection.cad import (
     lesions_from_fields,
 )
 from medjax.tasks.detection.task import DetectionTask
+from medjax.tasks.detection.faster_rcnn import FasterRCNNTask
 from medjax.tasks.detection.cad_features import (
     FEATURE_NAMES,
     Candidates,
@@ -24,6 +25,7 @@ __all__ = [
     "CADDetector",
     "Candidates",
     "DetectionTask",
+    "FasterRCNNTask",
     "Detections",
     "Lesions",
     "blob_candidates",
