@@ -84,9 +84,9 @@ def test_loss_is_finite_and_falls_while_overfitting_one_batch():
     task, batch = _task(), _batch()
     model = faster_rcnn_tiny(num_classes=1, max_detections=8)
     tx = optax.adam(3e-3)
-    state = jax.jit(
-        lambda k: create_train_state(model, tx, task.inputs(batch), k)
-    )(jax.random.key(0))
+    state = jax.jit(lambda k: create_train_state(model, tx, task.inputs(batch), k))(
+        jax.random.key(0)
+    )
     step = jax.jit(lambda s, b, k: train_step(s, b, k, task=task))
     losses = []
     for _ in range(20):
@@ -106,7 +106,8 @@ def test_loss_is_finite_and_falls_while_overfitting_one_batch():
     per_example, host = jax.jit(lambda s, b: eval_step(s, b, task=task))(state, batch)
     assert np.isfinite(np.asarray(per_example["loss"])).all()
     assert host["pred_boxes"].shape == (4, 8, 4)
-    assert host["pred_points"].shape == (4, 8, 2) and host["pred_scores"].shape == (4, 8)
+    assert host["pred_points"].shape == (4, 8, 2)
+    assert host["pred_scores"].shape == (4, 8)
     boxes = np.asarray(host["pred_boxes"])
     centres = (boxes[..., :2] + boxes[..., 2:]) / 2
     np.testing.assert_allclose(host["pred_points"], centres, atol=1e-5)
@@ -152,8 +153,12 @@ def test_a_tiny_run_trains_evaluates_and_scores_froc_on_4_devices(data_dir, tmp_
 
     assert jax.device_count() == 4
     tiny = [
-        "task=faster_rcnn", "model=faster_rcnn_tiny", "data=phantoms_tiny",
-        "trainer=smoke", "optim=adam", "hydra.run.dir=run",
+        "task=faster_rcnn",
+        "model=faster_rcnn_tiny",
+        "data=phantoms_tiny",
+        "trainer=smoke",
+        "optim=adam",
+        "hydra.run.dir=run",
     ]
     result = medjax("medjax-train", *tiny, data_dir=data_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -168,7 +173,9 @@ def test_a_tiny_run_trains_evaluates_and_scores_froc_on_4_devices(data_dir, tmp_
     assert "validation_step_000004_froc.png" in figures
     with open(os.path.join(run_dir, "summary.json")) as f:
         assert json.load(f)["best_metric"] == "cpm"
-    result = medjax("medjax-eval", f"run_dir={run_dir}", data_dir=data_dir, cwd=tmp_path)
+    result = medjax(
+        "medjax-eval", f"run_dir={run_dir}", data_dir=data_dir, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(os.path.join(run_dir, "eval.json")) as f:
         metrics = json.load(f)["metrics"]
