@@ -111,7 +111,10 @@ def backbone_stages(
 class ConvBackbone(nn.Module):
     """Stem and stages, pooled to features ``[B, widths[-1]]``.
 
-    Attributes: see :class:`CNNClassifier`.
+    Attributes: see :class:`CNNClassifier`; besides, ``feature_maps`` returns
+    the output of every stage instead (a tuple, input side first, stage ``i``
+    at ``1 / 2**i`` of the stem's resolution), for detectors that read
+    spatial features (``medjax.models.detection``).
     """
 
     widths: Sequence[int] = (16, 32, 64, 128)
@@ -125,6 +128,7 @@ class ConvBackbone(nn.Module):
     activation: str = "relu"
     conv_impl: str = "xla"
     global_pool: str = "mean"
+    feature_maps: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
@@ -162,6 +166,7 @@ class ConvBackbone(nn.Module):
         if self.stem == "imagenet":
             window, strides = (3,) * dims, (2,) * dims
             x = max_pool(x, window, strides, [(1, 1)] * dims, self.conv_impl)
+        stage_outputs = []
         for stage, (width, count) in enumerate(zip(self.widths, counts)):
             stage_train = train and stage >= self.frozen_stages
             for block in range(count):
@@ -177,6 +182,9 @@ class ConvBackbone(nn.Module):
                     self.conv_impl,
                     name=f"stage{stage}_block{block}",
                 )(x, train=stage_train)
+            stage_outputs.append(x)
+        if self.feature_maps:
+            return tuple(stage_outputs)
         pool = jnp.max if self.global_pool == "max" else jnp.mean
         return pool(x, axis=tuple(range(1, 1 + dims)))
 

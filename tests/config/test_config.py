@@ -38,13 +38,17 @@ SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
 # Tasks composed with a model that fits them (the default model is a classifier).
 MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder_small", "anomaly": "autoencoder_small",
                   "description": "captioner_tiny", "lesion_detection": "unet_tiny",
-                  "centernet": "centernet_tiny"}
+                  "centernet": "centernet_tiny", "faster_rcnn": "faster_rcnn_tiny"}
 # Models composed with a task that feeds them (a multistream model needs views).
 TASK_FOR_MODEL = {
     "multistream_small": ["task=lesion_classification", "task.views=[local,context]",
                     "data=phantoms_lesions"],
     "centernet_small": ["task=centernet"],
     "centernet_tiny": ["task=centernet"],
+    # Faster R-CNN models read the detection task's options.
+    "faster_rcnn_small": ["task=faster_rcnn"],
+    "faster_rcnn_small_fpn": ["task=faster_rcnn"],
+    "faster_rcnn_tiny": ["task=faster_rcnn"],
 }
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').

@@ -11,6 +11,7 @@ from medjax.tasks.detection.cad import (
     candidate_hits,
     lesions_from_fields,
 )
+from medjax.tasks.detection.faster_rcnn import FasterRCNNTask
 from medjax.tasks.detection.cad_features import (
     FEATURE_NAMES,
     Candidates,
@@ -28,6 +29,7 @@ __all__ = [
     "Candidates",
     "CenterNetTask",
     "DetectionTask",
+    "FasterRCNNTask",
     "Detections",
     "Lesions",
     "PixelDetectionTask",
