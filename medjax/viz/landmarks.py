@@ -12,8 +12,9 @@ from medjax.metrics.landmarks import radial_errors
 
 _COLOURS = plt.get_cmap("tab10").colors
 # (slice axis, the two axes shown as rows and columns, panel name) of a volume
-# [row, col, slice]: axial shows (row, col); the others show the slice axis.
-_VIEWS = ((2, (0, 1), "axial"), (1, (0, 2), "coronal"), (0, (1, 2), "sagittal"))
+# [row (anterior-posterior), col (left-right), slice]: a fixed row is coronal,
+# a fixed column sagittal.
+_VIEWS = ((2, (0, 1), "axial"), (0, (1, 2), "coronal"), (1, (0, 2), "sagittal"))
 
 
 def _case_error(predicted, truth, present, spacing) -> str:

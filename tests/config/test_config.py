@@ -36,11 +36,14 @@ def test_every_config_file_is_covered():
 SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
 # Tasks composed with a model that fits them (the default model is a classifier).
 MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder_small", "anomaly": "autoencoder_small",
-                  "description": "captioner_tiny"}
+                  "description": "captioner_tiny",
+                  "landmarks": "unet_tiny", "landmarks_planes": "planes_tiny"}
 # Models composed with a task that feeds them (a multistream model needs views).
 TASK_FOR_MODEL = {
     "multistream_small": ["task=lesion_classification", "task.views=[local,context]",
                     "data=phantoms_lesions"],
+    "planes_small": ["task=landmarks_planes", "data=phantoms3d", "data.image_size=16"],
+    "planes_tiny": ["task=landmarks_planes", "data=phantoms3d", "data.image_size=16"],
 }
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').
@@ -49,6 +52,7 @@ DATA_FOR_TASK = {
     # Cine tasks read frames [B, T, H, W, C]: a sequence model.
     "sequence_regression": ["data=phantoms_cine", "model=frame_mean_tiny"],
     "sequence_classification": ["data=phantoms_cine", "model=cnn_lstm_tiny"],
+    "landmarks_planes": ["data=phantoms3d", "data.image_size=16"],
 }
 TASK_FOR_DATA = {
     "breast_cancer": ["task.image_key=features", "model=mlp_small"],

@@ -5,5 +5,11 @@ metrics in mm (``medjax.metrics.landmarks``)."""
 from medjax.tasks.landmarks.base import LandmarkTask
 from medjax.tasks.landmarks.direct import DirectLandmarkTask
 from medjax.tasks.landmarks.heatmap import HeatmapLandmarkTask
+from medjax.tasks.landmarks.planes import PlaneLandmarkTask
 
-__all__ = ["DirectLandmarkTask", "HeatmapLandmarkTask", "LandmarkTask"]
+__all__ = [
+    "DirectLandmarkTask",
+    "HeatmapLandmarkTask",
+    "LandmarkTask",
+    "PlaneLandmarkTask",
+]
