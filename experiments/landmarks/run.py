@@ -19,21 +19,43 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from runner import arguments, evaluate, mean_sd, train  # noqa: E402
+from runner import arguments, evaluate, mean_sd, train
 
 VARIANTS = {
     "heatmap": ("heatmap, U-Net (2D)", ["experiment=landmarks_heatmap"]),
     "direct": ("direct regression, CNN (2D)", ["experiment=landmarks_direct"]),
-    "pretrain2d": ("direct, small CNN (2D; planes' source)",
-                   ["experiment=landmarks_pretrain2d"]),
-    "planes3d": ("planes, fine-tuned (3D)",
-                 ["experiment=landmarks_planes3d", "transfer.mode=finetune"]),
-    "planes3d_scratch": ("planes, from scratch (3D)", ["experiment=landmarks_planes3d"]),
+    "pretrain2d": (
+        "direct, small CNN (2D; planes' source)",
+        ["experiment=landmarks_pretrain2d"],
+    ),
+    "planes3d": (
+        "planes, fine-tuned (3D)",
+        ["experiment=landmarks_planes3d", "transfer.mode=finetune"],
+    ),
+    "planes3d_scratch": (
+        "planes, from scratch (3D)",
+        ["experiment=landmarks_planes3d"],
+    ),
     "heatmap3d": ("heatmap, 3D U-Net (3D)", ["experiment=landmarks_heatmap3d"]),
 }
-METRICS = ("mre", "mre_voxels", "sdr_2mm", "sdr_2.5mm", "sdr_3mm", "sdr_4mm",
-           "false_positives", "missed")
-NAMES = ("vertebral_body", "spinal_canal", "aorta", "right_kidney", "left_kidney", "spleen")
+METRICS = (
+    "mre",
+    "mre_voxels",
+    "sdr_2mm",
+    "sdr_2.5mm",
+    "sdr_3mm",
+    "sdr_4mm",
+    "false_positives",
+    "missed",
+)
+NAMES = (
+    "vertebral_body",
+    "spinal_canal",
+    "aorta",
+    "right_kidney",
+    "left_kidney",
+    "spleen",
+)
 
 
 def run_one(variant: str, seed: int, runs: str) -> dict:
@@ -46,66 +68,102 @@ def run_one(variant: str, seed: int, runs: str) -> dict:
         overrides.append(f"transfer.checkpoint='{os.path.abspath(source)}'")
     summary = train(overrides, run_dir, fresh=False)
     metrics = evaluate(run_dir)["metrics"]
-    row = {"variant": variant, "seed": seed, "run_dir": run_dir, "overrides": overrides,
-           "best_step": summary.get("best_checkpoint_step"),
-           "wall_seconds": summary["wall_seconds"],
-           **{k: v for k, v in metrics.items() if k in METRICS or k.startswith("mre_")
-              or k in ("num_examples", "num_present", "presence_accuracy")}}
-    print({k: row[k] for k in ("variant", "seed", "mre", "mre_voxels", "sdr_4mm")},
-          flush=True)
+    row = {
+        "variant": variant,
+        "seed": seed,
+        "run_dir": run_dir,
+        "overrides": overrides,
+        "best_step": summary.get("best_checkpoint_step"),
+        "wall_seconds": summary["wall_seconds"],
+        **{
+            k: v
+            for k, v in metrics.items()
+            if k in METRICS
+            or k.startswith("mre_")
+            or k in ("num_examples", "num_present", "presence_accuracy")
+        },
+    }
+    print(
+        {k: row[k] for k in ("variant", "seed", "mre", "mre_voxels", "sdr_4mm")},
+        flush=True,
+    )
     return row
 
 
 def plot(rows: list[dict], path: str) -> None:
-    from medjax import viz  # noqa: F401  (sets the backend before pyplot)
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from medjax import viz  # noqa: F401  (sets the backend before pyplot)
+
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     fig, axes = plt.subplots(1, 2, figsize=(2.0 + 1.6 * len(variants), 3.6))
-    for ax, metric, label in ((axes[0], "mre_voxels", "test MRE (voxels)"),
-                              (axes[1], "sdr_4mm", "test SDR within 4 mm")):
+    for ax, metric, label in (
+        (axes[0], "mre_voxels", "test MRE (voxels)"),
+        (axes[1], "sdr_4mm", "test SDR within 4 mm"),
+    ):
         for i, variant in enumerate(variants):
             values = [r[metric] for r in rows if r["variant"] == variant]
             ax.bar(i, np.mean(values), color=f"C{i}", alpha=0.5)
             ax.scatter([i] * len(values), values, color=f"C{i}", zorder=3, s=14)
-        ax.set_xticks(range(len(variants)), [VARIANTS[v][0] for v in variants],
-                      rotation=25, ha="right", fontsize=7)
+        ax.set_xticks(
+            range(len(variants)),
+            [VARIANTS[v][0] for v in variants],
+            rotation=25,
+            ha="right",
+            fontsize=7,
+        )
         ax.set_ylabel(label)
     axes[0].axhline(1.0, color="k", lw=0.8, ls="--")
-    fig.suptitle("Phantom landmarks (bars: mean; dots: seeds; dashed: one voxel)",
-                 fontsize=9)
+    fig.suptitle(
+        "Phantom landmarks (bars: mean; dots: seeds; dashed: one voxel)", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def table(rows: list[dict]) -> None:
-    print("| method | test MRE (mm) | MRE (voxels) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm "
-          "| SDR 4 mm | false pos. | missed | seeds |")
+    print(
+        "| method | test MRE (mm) | MRE (voxels) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm "
+        "| SDR 4 mm | false pos. | missed | seeds |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for variant, (label, _) in VARIANTS.items():
         chosen = [r for r in rows if r["variant"] == variant]
         if chosen:
-            print(f"| {label} | " + " | ".join(mean_sd([r[m] for r in chosen])
-                                               for m in METRICS)
-                  + f" | {len(chosen)} |")
+            print(
+                f"| {label} | "
+                + " | ".join(mean_sd([r[m] for r in chosen]) for m in METRICS)
+                + f" | {len(chosen)} |"
+            )
     print("\n| method | " + " | ".join(NAMES) + " |  (test MRE, voxels)")
     print("| --- |" + " ---: |" * len(NAMES))
     for variant, (label, _) in VARIANTS.items():
         chosen = [r for r in rows if r["variant"] == variant]
         if chosen:
-            print(f"| {label} | " + " | ".join(
-                mean_sd([r[f"mre_voxels_{n}"] for r in chosen]) for n in NAMES) + " |")
+            print(
+                f"| {label} | "
+                + " | ".join(
+                    mean_sd([r[f"mre_voxels_{n}"] for r in chosen]) for n in NAMES
+                )
+                + " |"
+            )
 
 
 def main() -> None:
     parser = arguments(__doc__, os.path.join(HERE, "runs"), VARIANTS)
-    parser.add_argument("--table-only", action="store_true",
-                        help="print the tables and draw the figure from results.json")
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="print the tables and draw the figure from results.json",
+    )
     args = parser.parse_args()
     path = os.path.join(HERE, "results.json")
-    rows = json.load(open(path)) if os.path.exists(path) else []
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = json.load(f)
     if not args.table_only:
         for variant in args.variants:
             for seed in args.seeds:

@@ -35,7 +35,7 @@ def test_backbone_has_the_layout_of_a_2d_cnn_classifier(initialised):
     cnn = cnn_tiny(num_classes=5).init(
         jax.random.key(2), jnp.zeros((1, 8, 8, 1)), train=False
     )
-    shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)  # noqa: E731
+    shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
     assert shapes(variables["params"]["backbone"]) == shapes(cnn["params"]["backbone"])
     groups = groups_of(planes_tiny(num_landmarks=3))
     assert (
