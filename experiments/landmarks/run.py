@@ -151,6 +151,13 @@ def table(rows: list[dict]) -> None:
             )
 
 
+def _load(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
 def main() -> None:
     parser = arguments(__doc__, os.path.join(HERE, "runs"), VARIANTS)
     parser.add_argument(
@@ -160,19 +167,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     path = os.path.join(HERE, "results.json")
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            rows = json.load(f)
+    rows = _load(path)
     if not args.table_only:
         for variant in args.variants:
             for seed in args.seeds:
                 row = run_one(variant, seed, args.runs)
+                rows = _load(path)  # another study process may have added rows
                 rows = [r for r in rows if (r["variant"], r["seed"]) != (variant, seed)]
                 rows.append(row)
-                with open(path + ".tmp", "w") as f:
+                with open(f"{path}.{os.getpid()}.tmp", "w") as f:
                     json.dump(rows, f, indent=2)
-                os.replace(path + ".tmp", path)
+                os.replace(f"{path}.{os.getpid()}.tmp", path)
+    rows = _load(path)
     plot(rows, os.path.join(HERE, "mre.png"))
     table(rows)
 
