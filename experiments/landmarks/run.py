@@ -123,6 +123,26 @@ def plot(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def copy_cases(rows: list[dict]) -> None:
+    """The test cases medjax-eval drew for each variant's first seed, here as
+    ``cases_<variant>.png``."""
+    import glob
+    import shutil
+
+    for row in rows:
+        if row["seed"] != min(
+            r["seed"] for r in rows if r["variant"] == row["variant"]
+        ):
+            continue
+        drawn = sorted(
+            glob.glob(os.path.join(row["run_dir"], "figures", "test_step_*.png"))
+        )
+        if drawn:
+            shutil.copyfile(
+                drawn[-1], os.path.join(HERE, f"cases_{row['variant']}.png")
+            )
+
+
 def table(rows: list[dict]) -> None:
     print(
         "| method | test MRE (mm) | MRE (voxels) | SDR 2 mm | SDR 2.5 mm | SDR 3 mm "
@@ -180,6 +200,7 @@ def main() -> None:
                 os.replace(f"{path}.{os.getpid()}.tmp", path)
     rows = _load(path)
     plot(rows, os.path.join(HERE, "mre.png"))
+    copy_cases(rows)
     table(rows)
 
 
