@@ -23,6 +23,10 @@ from runner import arguments, evaluate, mean_sd, train
 
 VARIANTS = {
     "heatmap": ("heatmap, U-Net (2D)", ["experiment=landmarks_heatmap"]),
+    "heatmap_softmax": (
+        "heatmap, U-Net, softmax over voxels (2D)",
+        ["experiment=landmarks_heatmap", "task.loss_function=softmax"],
+    ),
     "direct": ("direct regression, CNN (2D)", ["experiment=landmarks_direct"]),
     "pretrain2d": (
         "direct, small CNN (2D; planes' source)",

@@ -15,6 +15,15 @@ The MSE's target is mostly background, so the foreground voxels can be
 weighted up (``foreground_weight``: each voxel's squared error is weighted by
 ``1 + (w - 1) * target``), which speeds up learning the peaks.
 
+``loss_function="softmax"`` instead reads each output map as logits of a
+distribution over the voxels plus one "absent" bin whose logit is fixed at 0:
+the cross-entropy against the normalised Gaussian of a present landmark (the
+absent bin's target 0), or against the absent bin alone for an absent one. Its
+gradients do not vanish on a flat map, so it learns where the peaks are far
+sooner than the MSE; the score is the probability mass off the absent bin, and
+decoding works on the maps ``exp(logit - max)``, whose log-domain parabola is
+the logits'.
+
 Decoding (``decoding``): ``argmax`` (the default: the integer maximum, then a
 parabola through the log of the map and its neighbours, per axis:
 ``ops.heatmaps.argmax_refined``, exact for Gaussians), ``argmax_linear`` (the
@@ -36,6 +45,7 @@ from medjax.tasks.landmarks.base import LandmarkTask
 
 DECODINGS = ("argmax", "argmax_linear", "soft_argmax")
 ABSENT_TARGETS = ("zero", "masked")
+LOSS_FUNCTIONS = ("mse", "softmax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +58,9 @@ class HeatmapLandmarkTask(LandmarkTask):
         sigma: the target Gaussians' standard deviation, in voxels.
         foreground_weight: weight of a voxel's squared error at a target's
             peak (1: plain MSE).
-        absent_target: ``zero`` or ``masked`` (absent landmarks' maps).
+        absent_target: ``zero`` or ``masked`` (absent landmarks' maps; MSE).
+        loss_function: ``mse`` (regress the Gaussians) or ``softmax`` (a
+            distribution over voxels and an absent bin).
         decoding: ``argmax``, ``argmax_linear`` or ``soft_argmax``.
         soft_argmax_beta: the soft-argmax's inverse temperature.
     """
@@ -57,6 +69,7 @@ class HeatmapLandmarkTask(LandmarkTask):
     sigma: float = 2.0
     foreground_weight: float = 1.0
     absent_target: str = "zero"
+    loss_function: str = "mse"
     decoding: str = "argmax"
     soft_argmax_beta: float = 50.0
 
@@ -71,6 +84,11 @@ class HeatmapLandmarkTask(LandmarkTask):
         if self.decoding not in DECODINGS:
             raise ValueError(
                 f"task.decoding: expected one of {DECODINGS}, got {self.decoding!r}"
+            )
+        if self.loss_function not in LOSS_FUNCTIONS:
+            raise ValueError(
+                f"task.loss_function: expected one of {LOSS_FUNCTIONS}, "
+                f"got {self.loss_function!r}"
             )
         if self.absent_target not in ABSENT_TARGETS:
             raise ValueError(
@@ -92,7 +110,33 @@ class HeatmapLandmarkTask(LandmarkTask):
             lambda p, v: heatmaps.gaussian_heatmaps(p, shape, self.sigma, v)
         )(points, present)
 
+    def _softmax_loss(self, logits: jnp.ndarray, batch: Batch) -> jnp.ndarray:
+        """Per-example cross-entropy over voxels and the absent bin ``[B]``."""
+        spatial = logits.shape[1:-1]
+        target = self.targets(batch, spatial)  # [B, *S, L], absent: 0
+        flat = logits.reshape(logits.shape[0], -1, logits.shape[-1])  # [B, V, L]
+        target = target.reshape(flat.shape)
+        mass = jnp.sum(target, axis=1, keepdims=True)
+        target = target / jnp.maximum(mass, 1e-12)
+        absent = (mass[:, 0] == 0).astype(jnp.float32)  # [B, L]
+        # log of the normaliser over the voxels and the absent bin (logit 0)
+        peak = jnp.maximum(jnp.max(flat, axis=1), 0.0)
+        normaliser = peak + jnp.log(
+            jnp.sum(jnp.exp(flat - peak[:, None]), axis=1) + jnp.exp(-peak)
+        )
+        voxels = -jnp.sum(target * flat, axis=1) + normaliser * (1 - absent)
+        per_map = voxels + absent * normaliser  # -log p(absent) = normaliser - 0
+        asked = jnp.broadcast_to(batch["valid"][:, None], absent.shape)
+        per_map = jnp.where(asked, per_map, 0.0)
+        return jnp.sum(per_map, -1) / per_map.shape[-1]
+
     def loss(self, outputs: jnp.ndarray, batch: Batch) -> tuple[jnp.ndarray, Batch]:
+        if self.loss_function == "softmax":
+            per_example = self._softmax_loss(outputs.astype(jnp.float32), batch)
+            per_example = jnp.where(batch["valid"], per_example, 0.0)
+            return losses.masked_mean(per_example, batch["valid"]), {
+                "loss": per_example
+            }
         predicted = outputs.astype(jnp.float32)
         spatial = predicted.shape[1:-1]
         target = self.targets(batch, spatial)
@@ -114,6 +158,18 @@ class HeatmapLandmarkTask(LandmarkTask):
 
     def locate(self, outputs: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         maps = outputs.astype(jnp.float32)
+        if self.loss_function == "softmax":
+            flat = maps.reshape(maps.shape[0], -1, maps.shape[-1])
+            peak = jnp.max(flat, axis=1)  # [B, L]
+            # probability off the absent bin: 1 - 1 / (1 + sum exp(logits))
+            total = jax.nn.logsumexp(flat, axis=1)
+            present = jax.nn.sigmoid(total)
+            # exp(logit - max) peaks at 1: its log-domain parabola is the logits'
+            maps = jnp.exp(
+                maps - peak.reshape(peak.shape[0], *[1] * (maps.ndim - 2), -1)
+            )
+            points, _ = jax.vmap(lambda m: heatmaps.argmax_refined(m))(maps)
+            return points, present
         if self.decoding == "soft_argmax":
             points = jax.vmap(lambda m: heatmaps.soft_argmax(m, self.soft_argmax_beta))(
                 maps
