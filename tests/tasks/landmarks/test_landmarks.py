@@ -237,3 +237,20 @@ def test_decode_gives_one_example_for_medjax_predict():
     assert decoded["valid"].tolist() == [True, True, False]
     assert decoded["names"].tolist() == ["a", "b", "c"]
     assert task.prediction_role() == "points"
+
+
+def test_softmax_heatmaps_decode_logits_and_price_the_absent_bin():
+    task = heatmap_task(loss_function="softmax")
+    batch = batch_of(POINTS_2D, VALID, (40, 36))
+    log_maps = jnp.log(
+        jnp.maximum(heatmaps.gaussian_heatmaps(POINTS_2D, (40, 36), 2.0), 1e-30)
+    )
+    logits = (jnp.maximum(log_maps, -60.0) + 8.0).at[..., 2].set(-30.0)
+    points, scores = task.locate(logits[None])
+    np.testing.assert_allclose(points[0, :2], POINTS_2D[:2], atol=1e-3)
+    np.testing.assert_allclose(scores[0], [1, 1, 0], atol=1e-3)
+    # flat logits 0: every map is uniform over 1440 voxels and the absent bin,
+    # so each landmark costs log(1441) whether present or absent
+    flat = task.loss(jnp.zeros((1, 40, 36, 3)), batch)[0]
+    assert float(flat) == pytest.approx(np.log(1441.0), rel=1e-5)
+    assert float(task.loss(logits[None], batch)[0]) < float(flat)
