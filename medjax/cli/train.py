@@ -31,6 +31,8 @@ def _train(cfg: DictConfig) -> float | None:
     resolved["trainer"] = dict(run.trainer)
     if not resolved["trainer"].get("best_metric"):
         resolved["trainer"]["best_metric"] = run.task.primary_metric
+        # The task's metric, ranked the task's way (landmarks' MRE: lower).
+        resolved["trainer"]["best_mode"] = run.task.primary_mode
     trainer = dict(resolved["trainer"])
     initialize = run.initialize
     if initialize is not None:

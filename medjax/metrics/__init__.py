@@ -10,7 +10,9 @@ surface distances, lesion detection) run on the host over a whole split.
 - ``regression``: mean squared error, R^2;
 - ``detection``: FROC curve and CPM as LUNA16 counts them (``match_candidates``
   per scan, then ``froc``), sensitivity by lesion size, COCO average precision
-  of boxes (``box_average_precision``).
+  of boxes (``box_average_precision``);
+- ``landmarks``: radial errors, MRE per landmark and overall, success detection
+  rates, presence false positives and misses (``landmark_metrics``).
 
 The public names are re-exported here: ``metrics.auroc(...)``. Imports no medjax
 code above ``ops``.
@@ -38,6 +40,11 @@ from medjax.metrics.detection import (
     score_threshold_at_fp_rate,
     sensitivity_by_size,
 )
+from medjax.metrics.landmarks import (
+    SDR_RADII_MM,
+    landmark_metrics,
+    radial_errors,
+)
 from medjax.metrics.reconstruction import anomaly_maps, anomaly_scores, psnr
 from medjax.metrics.regression import mean_squared_error, r2_score
 from medjax.metrics.segmentation import (
@@ -56,6 +63,7 @@ from medjax.metrics.segmentation import (
 __all__ = [
     "COCO_IOU_THRESHOLDS",
     "LUNA16_FP_RATES",
+    "SDR_RADII_MM",
     "ScanMatch",
     "accuracy",
     "anomaly_maps",
@@ -75,6 +83,7 @@ __all__ = [
     "hausdorff_95_of_distances",
     "hausdorff_distance_95",
     "iou_per_class",
+    "landmark_metrics",
     "lesion_detection",
     "lesion_detection_counts",
     "masked_nanmean",
@@ -83,6 +92,7 @@ __all__ = [
     "multilabel_auroc",
     "psnr",
     "r2_score",
+    "radial_errors",
     "score_threshold_at_fp_rate",
     "sensitivity_by_size",
     "sensitivity_specificity",

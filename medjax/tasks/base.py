@@ -77,6 +77,9 @@ class Task:
 
     #: The split metric that picks the best checkpoint (None: none).
     primary_metric: ClassVar[str | None] = None
+    #: Which way ``primary_metric`` is better (``max`` or ``min``): the
+    #: ``trainer.best_mode`` used with it when ``trainer.best_metric`` is null.
+    primary_mode: ClassVar[str] = "max"
 
     # -- what the task reads ---------------------------------------------------------
 

@@ -38,7 +38,8 @@ SMALL_SPLITS = {"train": 4, "validation": 2, "test": 2}
 # Tasks composed with a model that fits them (the default model is a classifier).
 MODEL_FOR_TASK = {"rbm": "rbm", "reconstruction": "autoencoder_small", "anomaly": "autoencoder_small",
                   "description": "captioner_tiny", "lesion_detection": "unet_tiny",
-                  "centernet": "centernet_tiny", "faster_rcnn": "faster_rcnn_tiny"}
+                  "centernet": "centernet_tiny", "faster_rcnn": "faster_rcnn_tiny",
+                  "landmarks": "unet_tiny", "landmarks_planes": "planes_tiny"}
 # Models composed with a task that feeds them (a multistream model needs views).
 TASK_FOR_MODEL = {
     "multistream_small": ["task=lesion_classification", "task.views=[local,context]",
@@ -49,6 +50,8 @@ TASK_FOR_MODEL = {
     "faster_rcnn_small": ["task=faster_rcnn"],
     "faster_rcnn_small_fpn": ["task=faster_rcnn"],
     "faster_rcnn_tiny": ["task=faster_rcnn"],
+    "planes_small": ["task=landmarks_planes", "data=phantoms3d", "data.image_size=16"],
+    "planes_tiny": ["task=landmarks_planes", "data=phantoms3d", "data.image_size=16"],
 }
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').
@@ -57,6 +60,7 @@ DATA_FOR_TASK = {
     # Cine tasks read frames [B, T, H, W, C]: a sequence model.
     "sequence_regression": ["data=phantoms_cine", "model=frame_mean_tiny"],
     "sequence_classification": ["data=phantoms_cine", "model=cnn_lstm_tiny"],
+    "landmarks_planes": ["data=phantoms3d", "data.image_size=16"],
 }
 TASK_FOR_DATA = {
     "breast_cancer": ["task.image_key=features", "model=mlp_small"],
