@@ -196,12 +196,12 @@ class RegistrationTask(Task):
                    else batch[self.moving_image_key].astype(jnp.float32))
         points = (batch[self.landmarks_key].astype(jnp.float32) if self.landmarks_key
                   else jnp.zeros((images.shape[0], 0, images.ndim - 2), jnp.float32))
-        options = dict(
-            max_rotation_degrees=self.max_rotation_degrees,
-            max_translation=self.max_translation, zoom_range=self.zoom_range,
-            max_shear=self.max_shear, elastic_sigma=self.elastic_sigma,
-            elastic_magnitude=self.elastic_magnitude,
-        )
+        options = {
+            "max_rotation_degrees": self.max_rotation_degrees,
+            "max_translation": self.max_translation, "zoom_range": self.zoom_range,
+            "max_shear": self.max_shear, "elastic_sigma": self.elastic_sigma,
+            "elastic_magnitude": self.elastic_magnitude,
+        }
 
         def one(k, image, source, labels, landmarks):
             return registration_pair(
@@ -254,6 +254,20 @@ class RegistrationTask(Task):
             lambda m, d: dense_fields.warp_displacement(m, d, cval=jnp.min(m))
         )(moving, field)
 
+    @staticmethod
+    def _background_at_zero(fixed, warped, batch):
+        """Both images shifted by their minimum (their background, and what
+        fills the warped image outside the moving one): the local NCC's
+        windows are zero-padded at the image's edge, so a background of -1 (air
+        in windowed CT) would make an edge there, and a constant warped image
+        would then correlate perfectly along it (an attractor that moves the
+        image out of view). SSD (same shift for both of a monomodal pair), NCC
+        and MI do not change otherwise."""
+        axes = tuple(range(1, fixed.ndim))
+        low_fixed = jnp.min(fixed, axis=axes, keepdims=True)
+        low_moving = jnp.min(batch["moving"], axis=axes, keepdims=True)
+        return fixed - low_fixed, warped - low_moving
+
     def _soft_dice(self, batch: Batch, field: jnp.ndarray) -> jnp.ndarray:
         """Soft Dice ``[B]`` of the linearly warped one-hot moving labels against
         the fixed labels, mean over the foreground classes the fixed image holds."""
@@ -284,8 +298,8 @@ class RegistrationTask(Task):
         field = self.displacement(outputs, batch)
         warped = self.warp(batch["moving"], field)
         similarity = registration_losses.similarity_loss(
-            self.similarity, batch["fixed"], warped, mask=valid,
-            **dict(self.similarity_options),
+            self.similarity, *self._background_at_zero(batch["fixed"], warped, batch),
+            mask=valid, **dict(self.similarity_options),
         )
         smoothness = (jnp.zeros_like(similarity) if self.is_affine(outputs)
                       else registration_losses.diffusion_penalty(field, mask=valid))
