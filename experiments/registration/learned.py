@@ -69,11 +69,23 @@ def scores(task, outputs, pairs) -> dict:
 def row(method, pair_set, task, outputs, pairs, seconds, **extra) -> dict:
     metrics = scores(task, outputs, pairs)
     count = int(pairs["fixed"].shape[0])
-    keep = ("dice", "tre", "folding", "sd_log_jacobian", "hd95", "initial_dice",
-            "initial_tre")
-    result = {"method": method, "pairs": pair_set, "num_pairs": count,
-              **{k: metrics.get(k) for k in keep},
-              "seconds_per_pair": seconds / count, **extra}
+    keep = (
+        "dice",
+        "tre",
+        "folding",
+        "sd_log_jacobian",
+        "hd95",
+        "initial_dice",
+        "initial_tre",
+    )
+    result = {
+        "method": method,
+        "pairs": pair_set,
+        "num_pairs": count,
+        **{k: metrics.get(k) for k in keep},
+        "seconds_per_pair": seconds / count,
+        **extra,
+    }
     print(json.dumps(result), flush=True)
     return result
 
@@ -90,20 +102,38 @@ def learned_row(run_dir: str, count: int):
     outputs, seconds = timed(apply, inputs)
     name = os.path.basename(os.path.normpath(run_dir))
     pair_set = _pair_set(run.task)
-    result = row(name, pair_set, run.task, outputs, pairs, seconds,
-                 model=cfg.model._target_.rsplit(".", 1)[-1], step=step,
-                 similarity=run.task.similarity)
+    result = row(
+        name,
+        pair_set,
+        run.task,
+        outputs,
+        pairs,
+        seconds,
+        model=cfg.model._target_.rsplit(".", 1)[-1],
+        step=step,
+        similarity=run.task.similarity,
+    )
     return result, run.task, pairs
 
 
 def iterative_row(task, pairs, options: dict):
-    method = IterativeRegistration("dense", task.similarity,
-                                   similarity_options=task.similarity_options, **options)
+    method = IterativeRegistration(
+        "dense", task.similarity, similarity_options=task.similarity_options, **options
+    )
     fixed, moving = pairs["fixed"], pairs["moving"]
-    out, seconds = timed(lambda f, m: method(f, m)["displacement"], fixed, moving,
-                         repeats=1)
-    return row("iterative_dense", _pair_set(task), task, out, pairs, seconds,
-               similarity=task.similarity, options=options)
+    out, seconds = timed(
+        lambda f, m: method(f, m)["displacement"], fixed, moving, repeats=1
+    )
+    return row(
+        "iterative_dense",
+        _pair_set(task),
+        task,
+        out,
+        pairs,
+        seconds,
+        similarity=task.similarity,
+        options=options,
+    )
 
 
 def _pair_set(task) -> str:
@@ -112,19 +142,32 @@ def _pair_set(task) -> str:
 
 def _commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=HERE, check=False).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=HERE,
+            check=False,
+        ).stdout.strip()
     except OSError:
         return ""
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", action="append", required=True,
-                        help="a task=registration run directory (repeatable)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        required=True,
+        help="a task=registration run directory (repeatable)",
+    )
     parser.add_argument("--pairs", type=int, default=100, help="test pairs")
-    parser.add_argument("--iterations", type=int, default=100,
-                        help="iterative method: adam steps per pyramid level")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=100,
+        help="iterative method: adam steps per pyramid level",
+    )
     parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
     args = parser.parse_args()
     rows, pair_sets = [], {}
@@ -133,8 +176,12 @@ def main():
         rows.append(result)
         pair_sets.setdefault(_pair_set(task), (task, pairs))
     # The iterative baseline: the lead's dense settings (tests/tasks/registration).
-    options = {"levels": (4, 2, 1), "iterations": args.iterations,
-               "learning_rate": 0.05, "regularization": 0.1}
+    options = {
+        "levels": (4, 2, 1),
+        "iterations": args.iterations,
+        "learning_rate": 0.05,
+        "regularization": 0.1,
+    }
     for task, pairs in pair_sets.values():
         rows.append(iterative_row(task, pairs, options))
     for result in rows:

@@ -41,8 +41,18 @@ def draw_jacobian(ax, determinant: np.ndarray):
 
 
 def draw_registrations(
-    fixed, moving, warped, fixed_labels, moving_labels, warped_labels, fields,
-    jacobians, path: str, *, dice=None, title: str = "",
+    fixed,
+    moving,
+    warped,
+    fixed_labels,
+    moving_labels,
+    warped_labels,
+    fields,
+    jacobians,
+    path: str,
+    *,
+    dice=None,
+    title: str = "",
 ) -> None:
     """Writes a PNG with one row per pair and five panels: fixed (its label
     contours), moving (its contours), warped moving (warped labels' contours,
@@ -72,8 +82,13 @@ def draw_registrations(
             ax.axis("off")
             ax.set_title(name, fontsize=8)
         if fixed_labels[i].max() > 0:
-            axes[i, 2].contour(fixed_labels[i] > 0, levels=[0.5], colors="white",
-                               linewidths=0.5, linestyles="dashed")
+            axes[i, 2].contour(
+                fixed_labels[i] > 0,
+                levels=[0.5],
+                colors="white",
+                linewidths=0.5,
+                linestyles="dashed",
+            )
         if dice is not None and np.isfinite(dice[i]):
             axes[i, 2].set_title(f"warped, Dice {dice[i]:.3f}", fontsize=8)
         draw_deformation_grid(axes[i, 3], np.asarray(fields[i]))

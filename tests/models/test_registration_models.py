@@ -37,7 +37,9 @@ def test_normalised_to_voxel_conjugates_a_zoom_about_the_centre():
     unit = jnp.diag(jnp.array([2.0, 2.0, 1.0]))
     voxel = normalised_to_voxel(unit, (9, 5))
     centre = jnp.array([[4.0, 2.0]])
-    np.testing.assert_allclose(spatial.apply_homogeneous(voxel, centre), centre, atol=1e-6)
+    np.testing.assert_allclose(
+        spatial.apply_homogeneous(voxel, centre), centre, atol=1e-6
+    )
     corner = spatial.apply_homogeneous(voxel, jnp.array([[8.0, 4.0]]))
     np.testing.assert_allclose(corner, [[12.0, 6.0]], atol=1e-5)  # 2x from the centre
 
@@ -61,7 +63,9 @@ def test_output_shapes_for_odd_sizes(shape):
 def test_the_diffeomorphic_variant_integrates_its_velocity():
     x = _pair((16, 16))
     plain = voxelmorph_tiny(spatial_dims=2, flow_init_std=3.0)
-    diff = voxelmorph_diff_tiny(spatial_dims=2, flow_init_std=3.0, integration_downsize=1)
+    diff = voxelmorph_diff_tiny(
+        spatial_dims=2, flow_init_std=3.0, integration_downsize=1
+    )
     variables = plain.init(jax.random.key(1), x, train=False)
     velocity = plain.apply(variables, x, train=False)
     field = diff.apply(variables, x, train=False)  # the same parameters

@@ -68,16 +68,23 @@ class AffineRegressor(nn.Module):
                 f"rank {dims + 2} (batch, spatial..., channels), got shape {x.shape}"
             )
         features = ConvBackbone(
-            widths=tuple(self.widths), blocks_per_stage=self.blocks_per_stage,
-            residual=self.residual, spatial_dims=dims, norm=self.norm,
-            activation=self.activation, conv_impl=self.conv_impl,
-            global_pool=self.global_pool, name="backbone",
+            widths=tuple(self.widths),
+            blocks_per_stage=self.blocks_per_stage,
+            residual=self.residual,
+            spatial_dims=dims,
+            norm=self.norm,
+            activation=self.activation,
+            conv_impl=self.conv_impl,
+            global_pool=self.global_pool,
+            name="backbone",
         )(x, train=train)
         if self.hidden:
             features = nn.relu(nn.Dense(self.hidden, name="hidden")(features))
         delta = nn.Dense(
-            dims * (dims + 1), kernel_init=nn.initializers.zeros,
-            bias_init=nn.initializers.zeros, name="head",
+            dims * (dims + 1),
+            kernel_init=nn.initializers.zeros,
+            bias_init=nn.initializers.zeros,
+            name="head",
         )(features).reshape(-1, dims, dims + 1)
         bottom = jnp.zeros((delta.shape[0], 1, dims + 1), jnp.float32)
         unit = jnp.eye(dims + 1, dtype=jnp.float32) + jnp.concatenate(

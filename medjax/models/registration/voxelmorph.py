@@ -63,17 +63,24 @@ class VoxelMorph(nn.Module):
                 f"model.integration_downsize: expected >= 1, got {self.integration_downsize}"
             )
         trunk = UNet(
-            num_classes=self.features, spatial_dims=dims, depth=self.depth,
+            num_classes=self.features,
+            spatial_dims=dims,
+            depth=self.depth,
             base_width=self.base_width,
             widths=None if self.widths is None else tuple(self.widths),
-            norm=self.norm, activation=self.activation, conv_impl=self.conv_impl,
+            norm=self.norm,
+            activation=self.activation,
+            conv_impl=self.conv_impl,
             name="unet",
         )
         hidden = activation(self.activation)(trunk(x, train=train))
         flow = nn.Conv(
-            dims, (3,) * dims, padding="SAME",
+            dims,
+            (3,) * dims,
+            padding="SAME",
             kernel_init=nn.initializers.normal(self.flow_init_std),
-            bias_init=nn.initializers.zeros, name="flow",
+            bias_init=nn.initializers.zeros,
+            name="flow",
         )(hidden).astype(jnp.float32)
         if not self.diffeomorphic:
             return flow
@@ -82,12 +89,16 @@ class VoxelMorph(nn.Module):
         low = tuple(max(2, -(-s // factor)) for s in shape)
         velocity = flow
         if low != shape:
-            velocity = jax.vmap(lambda v: dense_fields.resize_displacement(v, low))(flow)
+            velocity = jax.vmap(lambda v: dense_fields.resize_displacement(v, low))(
+                flow
+            )
         field = jax.vmap(
             lambda v: dense_fields.integrate_velocity(v, self.integration_steps)
         )(velocity)
         if low != shape:
-            field = jax.vmap(lambda d: dense_fields.resize_displacement(d, shape))(field)
+            field = jax.vmap(lambda d: dense_fields.resize_displacement(d, shape))(
+                field
+            )
         return field
 
 

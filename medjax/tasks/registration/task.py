@@ -156,7 +156,9 @@ class RegistrationTask(Task):
             )
         for name in ("regularization", "dice_weight", "supervised_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"task.{name}: expected >= 0, got {getattr(self, name)}")
+                raise ValueError(
+                    f"task.{name}: expected >= 0, got {getattr(self, name)}"
+                )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -192,21 +194,33 @@ class RegistrationTask(Task):
             keys = jax.random.split(key, images.shape[0])
         else:
             keys = example_keys(images, self.eval_seed)
-        sources = (images if self.moving_image_key is None
-                   else batch[self.moving_image_key].astype(jnp.float32))
-        points = (batch[self.landmarks_key].astype(jnp.float32) if self.landmarks_key
-                  else jnp.zeros((images.shape[0], 0, images.ndim - 2), jnp.float32))
+        sources = (
+            images
+            if self.moving_image_key is None
+            else batch[self.moving_image_key].astype(jnp.float32)
+        )
+        points = (
+            batch[self.landmarks_key].astype(jnp.float32)
+            if self.landmarks_key
+            else jnp.zeros((images.shape[0], 0, images.ndim - 2), jnp.float32)
+        )
         options = {
             "max_rotation_degrees": self.max_rotation_degrees,
-            "max_translation": self.max_translation, "zoom_range": self.zoom_range,
-            "max_shear": self.max_shear, "elastic_sigma": self.elastic_sigma,
+            "max_translation": self.max_translation,
+            "zoom_range": self.zoom_range,
+            "max_shear": self.max_shear,
+            "elastic_sigma": self.elastic_sigma,
             "elastic_magnitude": self.elastic_magnitude,
         }
 
         def one(k, image, source, labels, landmarks):
             return registration_pair(
-                k, image, moving_image=source, masks={"labels": labels},
-                points=landmarks, **options,
+                k,
+                image,
+                moving_image=source,
+                masks={"labels": labels},
+                points=landmarks,
+                **options,
             )
 
         pairs = jax.vmap(one)(keys, images, sources, batch[self.label_key], points)
@@ -224,7 +238,8 @@ class RegistrationTask(Task):
             prepared["fixed_points"] = pairs["fixed_points"]
             prepared["moving_points"] = pairs["moving_points"]
             prepared["points_valid"] = (
-                batch[valid_key].astype(bool) if valid_key in batch
+                batch[valid_key].astype(bool)
+                if valid_key in batch
                 else jnp.ones(points.shape[:2], bool)
             )
         return prepared
@@ -289,7 +304,8 @@ class RegistrationTask(Task):
 
         def one(d):
             return dense_fields.invert_displacement_at(d, grid, 20).reshape(
-                *shape, len(shape)) - grid.reshape(*shape, len(shape))
+                *shape, len(shape)
+            ) - grid.reshape(*shape, len(shape))
 
         return jax.vmap(one)(batch["pair_displacement"])
 
@@ -298,11 +314,16 @@ class RegistrationTask(Task):
         field = self.displacement(outputs, batch)
         warped = self.warp(batch["moving"], field)
         similarity = registration_losses.similarity_loss(
-            self.similarity, *self._background_at_zero(batch["fixed"], warped, batch),
-            mask=valid, **dict(self.similarity_options),
+            self.similarity,
+            *self._background_at_zero(batch["fixed"], warped, batch),
+            mask=valid,
+            **dict(self.similarity_options),
         )
-        smoothness = (jnp.zeros_like(similarity) if self.is_affine(outputs)
-                      else registration_losses.diffusion_penalty(field, mask=valid))
+        smoothness = (
+            jnp.zeros_like(similarity)
+            if self.is_affine(outputs)
+            else registration_losses.diffusion_penalty(field, mask=valid)
+        )
         total = similarity + self.regularization * smoothness
         per_example = {"similarity": similarity, "smoothness": smoothness}
         if self.dice_weight:
@@ -327,8 +348,11 @@ class RegistrationTask(Task):
 
     def _tre(self, field, batch) -> jnp.ndarray:
         return registration_metrics.target_registration_error(
-            field, batch["fixed_points"], batch["moving_points"],
-            valid=batch["points_valid"], spacing=self.spacing,
+            field,
+            batch["fixed_points"],
+            batch["moving_points"],
+            valid=batch["points_valid"],
+            spacing=self.spacing,
         )
 
     def _metrics(self, field, batch) -> Batch:
@@ -355,7 +379,8 @@ class RegistrationTask(Task):
             "fixed_labels": batch["fixed_labels"].astype(jnp.uint8),
             "moving_labels": batch["moving_labels"].astype(jnp.uint8),
             "warped_labels": registration_metrics.warp_labels(
-                batch["moving_labels"], field).astype(jnp.uint8),
+                batch["moving_labels"], field
+            ).astype(jnp.uint8),
             "dice_per_class": self._dice_per_class(field, batch),
             "initial_dice_per_class": self._dice_per_class(identity, batch),
         }
@@ -364,8 +389,10 @@ class RegistrationTask(Task):
             result["initial_tre_errors"] = self._tre(identity, batch)
             result["points_valid"] = batch["points_valid"]
         images = {
-            "fixed": batch["fixed"][..., 0], "moving": batch["moving"][..., 0],
-            "warped": warped[..., 0], "field": field,
+            "fixed": batch["fixed"][..., 0],
+            "moving": batch["moving"][..., 0],
+            "warped": warped[..., 0],
+            "field": field,
             "jacobian": jax.vmap(dense_fields.jacobian_determinant)(field),
         }
         if field.shape[-1] == 3:  # volumes: the middle axial slice for figures
@@ -394,31 +421,46 @@ class RegistrationTask(Task):
                 result[f"{prefix}tre"] = _nanmean(errors[valid])
         if self.hd95:
             classes = list(range(1, self.num_classes))
-            hd = np.stack([
-                registration_metrics.label_hd95(f, w, classes, self.spacing)
-                for f, w in zip(host_outputs["fixed_labels"], host_outputs["warped_labels"])
-            ])
+            hd = np.stack(
+                [
+                    registration_metrics.label_hd95(f, w, classes, self.spacing)
+                    for f, w in zip(
+                        host_outputs["fixed_labels"], host_outputs["warped_labels"]
+                    )
+                ]
+            )
             hd = np.where(np.isinf(hd), np.nan, hd)  # a structure lost: Dice counts it
             result["hd95"] = _nanmean(_nanmean_rows(hd))
         return result
 
-    def draw_cases(self, host_outputs: dict[str, np.ndarray], path: str, title: str = "") -> None:
+    def draw_cases(
+        self, host_outputs: dict[str, np.ndarray], path: str, title: str = ""
+    ) -> None:
         """Fixed / moving / warped with label contours, the deformation grid and
         the Jacobian determinant map (folds marked) of the first pairs."""
         from medjax.viz.registration import draw_registrations
 
         chosen = slice(0, self.num_figure_cases)
-        labels = {k: host_outputs[k] for k in ("fixed_labels", "moving_labels", "warped_labels")}
+        labels = {
+            k: host_outputs[k]
+            for k in ("fixed_labels", "moving_labels", "warped_labels")
+        }
         if labels["fixed_labels"].ndim == 4:
             middle = labels["fixed_labels"].shape[3] // 2
             labels = {k: v[:, :, :, middle] for k, v in labels.items()}
         dice = _nanmean_rows(np.asarray(host_outputs["dice_per_class"])[:, 1:])
         draw_registrations(
-            host_outputs["figure_fixed"][chosen], host_outputs["figure_moving"][chosen],
-            host_outputs["figure_warped"][chosen], labels["fixed_labels"][chosen],
-            labels["moving_labels"][chosen], labels["warped_labels"][chosen],
-            host_outputs["figure_field"][chosen], host_outputs["figure_jacobian"][chosen],
-            path, dice=dice[chosen], title=title,
+            host_outputs["figure_fixed"][chosen],
+            host_outputs["figure_moving"][chosen],
+            host_outputs["figure_warped"][chosen],
+            labels["fixed_labels"][chosen],
+            labels["moving_labels"][chosen],
+            labels["warped_labels"][chosen],
+            host_outputs["figure_field"][chosen],
+            host_outputs["figure_jacobian"][chosen],
+            path,
+            dice=dice[chosen],
+            title=title,
         )
 
 

@@ -18,8 +18,9 @@ from medjax.tasks.registration.task import RegistrationTask
 
 
 def _batch(data, task, indices, split="validation"):
-    batch = pipeline.read_examples(data.source(split), np.asarray(indices), data.convert,
-                                   task.batch_keys)
+    batch = pipeline.read_examples(
+        data.source(split), np.asarray(indices), data.convert, task.batch_keys
+    )
     batch["valid"] = np.ones(len(indices), bool)
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
@@ -37,12 +38,16 @@ def test_configure_reads_spacing_and_the_landmarks_validity(task, tiny_data):
 
 
 def test_evaluation_pairs_are_a_function_of_the_example(task, tiny_data):
-    first = task.prepare_batch(jax.random.key(0), _batch(tiny_data, task, [0, 1, 2, 3]),
-                               train=False)
-    again = task.prepare_batch(jax.random.key(7), _batch(tiny_data, task, [2, 3, 0, 1]),
-                               train=False)
+    first = task.prepare_batch(
+        jax.random.key(0), _batch(tiny_data, task, [0, 1, 2, 3]), train=False
+    )
+    again = task.prepare_batch(
+        jax.random.key(7), _batch(tiny_data, task, [2, 3, 0, 1]), train=False
+    )
     np.testing.assert_array_equal(first["moving"][:2], again["moving"][2:])
-    np.testing.assert_array_equal(first["moving_points"][2:], again["moving_points"][:2])
+    np.testing.assert_array_equal(
+        first["moving_points"][2:], again["moving_points"][:2]
+    )
     assert not np.allclose(first["moving"][0], first["moving"][1])
     assert not np.allclose(first["moving"], first["fixed"], atol=1e-2)
     # training pairs are new with every key
@@ -52,7 +57,9 @@ def test_evaluation_pairs_are_a_function_of_the_example(task, tiny_data):
     assert not np.allclose(a, b, atol=1e-2)
 
 
-def test_the_true_field_registers_the_pair_and_identity_metrics_are_the_pairs(task, tiny_data):
+def test_the_true_field_registers_the_pair_and_identity_metrics_are_the_pairs(
+    task, tiny_data
+):
     pairs = task.prepare_batch(None, _batch(tiny_data, task, [0, 1, 2, 3]), train=False)
     true = task._true_field(pairs)
     _, at_truth = task.loss(true, pairs)
@@ -64,7 +71,9 @@ def test_the_true_field_registers_the_pair_and_identity_metrics_are_the_pairs(ta
     assert float(at_identity["dice"].mean()) < 0.6
     assert float(at_truth["tre"].mean()) < 1.25
     assert float(at_identity["tre"].mean()) > 10.0
-    assert float(at_truth["similarity"].mean()) < float(at_identity["similarity"].mean())
+    assert float(at_truth["similarity"].mean()) < float(
+        at_identity["similarity"].mean()
+    )
     np.testing.assert_array_equal(at_identity["folding"], 0.0)
     np.testing.assert_allclose(at_identity["sd_log_jacobian"], 0.0, atol=1e-6)
     np.testing.assert_array_equal(at_identity["smoothness"], 0.0)
@@ -78,7 +87,9 @@ def test_the_true_field_registers_the_pair_and_identity_metrics_are_the_pairs(ta
 
 
 def test_ct_to_mr_pairs_warp_the_mr_twin(tiny_data):
-    task = RegistrationTask(moving_image_key="mr_image", similarity="mi").configure(tiny_data)
+    task = RegistrationTask(moving_image_key="mr_image", similarity="mi").configure(
+        tiny_data
+    )
     batch = _batch(tiny_data, task, [0, 1])
     pairs = task.prepare_batch(None, batch, train=False)
     restored = task.warp(pairs["moving"], task._true_field(pairs))
@@ -92,7 +103,9 @@ def test_ct_to_mr_pairs_warp_the_mr_twin(tiny_data):
 
 
 def test_the_loss_decreases_over_a_few_steps(task, tiny_data):
-    pairs = task.prepare_batch(None, _batch(tiny_data, task, list(range(8))), train=False)
+    pairs = task.prepare_batch(
+        None, _batch(tiny_data, task, list(range(8))), train=False
+    )
     model = voxelmorph_tiny(spatial_dims=2)
     inputs = task.inputs(pairs)
     assert inputs.shape == (8, 32, 32, 2)
@@ -118,14 +131,21 @@ def test_the_loss_decreases_over_a_few_steps(task, tiny_data):
 def test_data_without_the_fields_fails_with_one_line():
     cine = types.SimpleNamespace(
         schema={"image": roles.image(time=True), "mask": roles.label_map(time=True)},
-        name="medjax_phantoms/cine2d_16", spacing=None,
+        name="medjax_phantoms/cine2d_16",
+        spacing=None,
     )
-    with pytest.raises(TaskDataMismatch, match=r"^task=registration needs a label_map "
-                       r"field 'organ_mask'; data=medjax_phantoms/cine2d_16 has no field"):
+    with pytest.raises(
+        TaskDataMismatch,
+        match=r"^task=registration needs a label_map "
+        r"field 'organ_mask'; data=medjax_phantoms/cine2d_16 has no field",
+    ):
         RegistrationTask().configure(cine, task_name="registration")
-    tabular = types.SimpleNamespace(schema={"features": roles.TABULAR}, name="breast_cancer",
-                                    spacing=None)
-    with pytest.raises(TaskDataMismatch, match=r"needs an image field 'image'") as error:
+    tabular = types.SimpleNamespace(
+        schema={"features": roles.TABULAR}, name="breast_cancer", spacing=None
+    )
+    with pytest.raises(
+        TaskDataMismatch, match=r"needs an image field 'image'"
+    ) as error:
         RegistrationTask().configure(tabular, task_name="registration")
     assert "\n" not in str(error.value)
 
