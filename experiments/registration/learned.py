@@ -8,7 +8,7 @@ applied to the first ``--pairs`` test examples, drawn into pairs by the run's
 own task (evaluation pairs are a function of the example, so every run with the
 same pair options sees the same pairs). ``IterativeRegistration("dense", ...)``
 registers the same pairs with the run's similarity. Rows go to
-``results.json`` (``--output``), one per method and pair set:
+``results_learned.json`` (``--output``), one per method and pair set:
 
     python experiments/registration/learned.py \\
         --run runs/registration_voxelmorph --run runs/registration_voxelmorph_diff \\
@@ -168,7 +168,16 @@ def main():
         default=100,
         help="iterative method: adam steps per pyramid level",
     )
-    parser.add_argument("--output", default=os.path.join(HERE, "results.json"))
+    parser.add_argument("--output", default=os.path.join(HERE, "results_learned.json"))
+    parser.add_argument(
+        "--iterative", nargs="*", default=None,
+        help="pair sets (monomodal, ct_mr) to run the iterative method on "
+        "(default: those of the runs; none: skip it)",
+    )
+    parser.add_argument(
+        "--append", action="store_true",
+        help="keep the output's rows of other (method, pairs) instead of replacing them",
+    )
     args = parser.parse_args()
     rows, pair_sets = [], {}
     for run_dir in args.run:
@@ -182,11 +191,17 @@ def main():
         "learning_rate": 0.05,
         "regularization": 0.1,
     }
-    for task, pairs in pair_sets.values():
-        rows.append(iterative_row(task, pairs, options))
+    for name, (task, pairs) in pair_sets.items():
+        if args.iterative is None or name in args.iterative:
+            rows.append(iterative_row(task, pairs, options))
     for result in rows:
         result["commit"] = _commit()
         result["device"] = jax.devices()[0].platform
+    if args.append and os.path.isfile(args.output):
+        with open(args.output) as f:
+            kept = json.load(f)
+        new = {(r["method"], r["pairs"]) for r in rows}
+        rows = [r for r in kept if (r["method"], r["pairs"]) not in new] + rows
     with open(args.output, "w") as f:
         json.dump(rows, f, indent=1)
     print(f"wrote {args.output}")

@@ -155,3 +155,43 @@ def test_bad_options_fail_with_one_line():
         RegistrationTask(similarity="cosine")
     with pytest.raises(ValueError, match=r"task.regularization: expected >= 0"):
         RegistrationTask(regularization=-1.0)
+
+
+def test_volumes_register_through_the_same_hooks(tmp_path):
+    # A small synthetic volume: a bright ellipsoid (label 1) with a core (label 2).
+    shape = (12, 13, 10)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    radius = np.sqrt((((grid - np.array(shape) / 2) / (np.array(shape) / 3)) ** 2).sum(-1))
+    labels = np.where(radius < 0.5, 2, np.where(radius < 1.0, 1, 0)).astype(np.int32)
+    image = (labels * 0.5 - 1.0).astype(np.float32)[..., None]
+    batch = {
+        "image": jnp.asarray(np.stack([image, image])),
+        "organ_mask": jnp.asarray(np.stack([labels, labels])),
+        "landmarks": jnp.asarray([[[6.0, 6.5, 5.0]]] * 2),
+        "landmarks_valid": jnp.ones((2, 1), bool),
+        "valid": jnp.array([True, False]),
+    }
+    data = types.SimpleNamespace(
+        schema={"image": roles.image(), "organ_mask": roles.label_map(),
+                "landmarks": roles.points(valid="landmarks_valid"),
+                "landmarks_valid": roles.VALID},
+        name="volumes", spacing=(2.0, 2.0, 3.0),
+    )
+    task = RegistrationTask(num_classes=3, num_figure_cases=1).configure(data)
+    pairs = task.prepare_batch(None, batch, train=False)
+    assert pairs["moving"].shape == (2, *shape, 1)
+    assert pairs["pair_displacement"].shape == (2, *shape, 3)
+    model = voxelmorph_tiny(spatial_dims=3)
+    inputs = task.inputs(pairs)
+    outputs = model.apply(model.init(jax.random.key(0), inputs, train=False), inputs,
+                          train=False)
+    loss, per_pair = task.loss(outputs, pairs)
+    assert np.isfinite(float(loss)) and per_pair["dice"].shape == (2,)
+    assert float(per_pair["dice"][1]) == 0.0  # the padded pair counts nothing
+    host = jax.device_get(task.host_outputs(outputs, pairs))
+    assert host["figure_fixed"].shape == (2, 12, 13)  # the middle axial slice
+    assert host["figure_field"].shape == (2, 12, 13, 2)
+    split = task.split_metrics({k: v[:1] for k, v in host.items()})
+    assert 0.0 <= split["dice"] <= 1.0 and split["tre"] >= 0.0
+    task.draw_cases(host, str(tmp_path / "cases.png"), "volumes")
+    assert (tmp_path / "cases.png").stat().st_size > 1000
