@@ -53,6 +53,13 @@ TASK_FOR_MODEL = {
     "planes_small": ["task=landmarks_planes", "data=phantoms3d", "data.image_size=16"],
     "planes_tiny": ["task=landmarks_planes", "data=phantoms3d", "data.image_size=16"],
 }
+# Registration tasks and networks go together: (fixed, moving) pairs in.
+MODEL_FOR_TASK.update({"registration": "voxelmorph_tiny", "registration_ctmr": "voxelmorph_tiny"})
+TASK_FOR_MODEL.update({
+    name: ["task=registration"]
+    for name in ("voxelmorph_small", "voxelmorph_tiny", "voxelmorph_diff_small",
+                 "voxelmorph_diff_tiny", "affine_net_small", "affine_net_tiny")
+})
 # Tasks composed with data that has the fields they need, and data with a task
 # that reads them (the default task classifies images by their 'label').
 DATA_FOR_TASK = {

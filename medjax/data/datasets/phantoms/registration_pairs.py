@@ -20,6 +20,7 @@ def registration_pair(
     key: jax.Array,
     image: jnp.ndarray,
     *,
+    moving_image: jnp.ndarray | None = None,
     masks: dict[str, jnp.ndarray] | None = None,
     points: jnp.ndarray | None = None,
     max_rotation_degrees: float = 10.0,
@@ -34,6 +35,9 @@ def registration_pair(
     Args:
         key: PRNG key.
         image: ``[*S, C]`` fixed image (ndim 2 or 3, no batch axis).
+        moving_image: ``[*S, C']`` the same anatomy in another contrast (the
+            phantoms' MR twin ``mr_image``), warped to make the moving image of a
+            multimodal pair (default: ``image``, a monomodal pair).
         masks: ``{name: [*S]}`` label maps of the fixed image, moved nearest.
         points: ``[K, ndim]`` voxel coordinates in the fixed image.
         max_rotation_degrees: rotations uniform in +- this (3D: about each axis).
@@ -79,10 +83,11 @@ def registration_pair(
     displacement = dense_fields.compose_displacements(
         dense_fields.affine_to_displacement(affine, shape), elastic
     )
-    background = jnp.min(image)
+    source = image if moving_image is None else moving_image
+    background = jnp.min(source)
     pair = {
         "fixed": image,
-        "moving": dense_fields.warp_displacement(image, displacement, cval=background),
+        "moving": dense_fields.warp_displacement(source, displacement, cval=background),
         "affine": affine,
         "displacement": displacement,
     }
