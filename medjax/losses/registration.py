@@ -12,8 +12,9 @@ Similarities (higher is better, except ``sum_of_squared_differences``):
 - ``normalized_cross_correlation``: global Pearson correlation, in [-1, 1];
   invariant to a linear intensity change.
 - ``local_normalized_cross_correlation``: VoxelMorph's windowed NCC, the mean
-  over voxels of the squared correlation in a ``window``-wide box around each;
-  robust to slowly varying bias fields.
+  over voxels of the squared correlation in a ``window``-wide box around each
+  (boxes cut by the image's edge use the voxels inside, not VoxelMorph's zero
+  padding); robust to slowly varying bias fields.
 - ``mutual_information``: Mattes et al. (2003) mutual information in nats,
   from a joint histogram with cubic B-spline Parzen windows, so it is
   differentiable in the moving image's intensities; invariant to a monotone
@@ -31,6 +32,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _EPS = 1e-5
 
@@ -106,6 +108,22 @@ def _box_sum(values: jnp.ndarray, window: int) -> jnp.ndarray:
     return jax.lax.reduce_window(values, 0.0, jax.lax.add, dims, (1,) * values.ndim, pad)
 
 
+def _box_counts(shape: tuple[int, ...], window: int) -> jnp.ndarray:
+    """``[1, *S, 1]``: how many voxels of each voxel's box lie inside the image,
+    a product of per-axis counts (small constants, not a box sum of ones that XLA
+    would fold at compile time)."""
+    counts = 1.0
+    for axis, size in enumerate(shape):
+        inside = np.convolve(np.ones(size), np.ones(window), mode="same")
+        if window % 2 == 0:  # _box_sum's window reaches one voxel further back
+            inside = np.convolve(np.ones(size), np.ones(window), mode="full")[
+                window // 2: window // 2 + size]
+        profile = inside.reshape((1,) + tuple(size if a == axis else 1
+                                              for a in range(len(shape))) + (1,))
+        counts = counts * jnp.asarray(profile, jnp.float32)
+    return counts
+
+
 def local_normalized_cross_correlation(
     fixed: jnp.ndarray,
     warped: jnp.ndarray,
@@ -127,7 +145,11 @@ def local_normalized_cross_correlation(
         ``[B]`` in [0, 1], higher is better.
     """
     f, m = fixed.astype(jnp.float32), warped.astype(jnp.float32)
-    size = float(window ** (fixed.ndim - 2))
+    # Each box's own voxel count: near the border a box is cut by the image's
+    # edge, and dividing by the full window size (as VoxelMorph does) would
+    # count the zero padding as intensities, so that a constant image
+    # correlates with any image along a band at the border.
+    size = _box_counts(fixed.shape[1:-1], window)
     f_sum, m_sum = _box_sum(f, window), _box_sum(m, window)
     ff, mm, fm = _box_sum(f * f, window), _box_sum(m * m, window), _box_sum(f * m, window)
     cross = fm - f_sum * m_sum / size
