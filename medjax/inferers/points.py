@@ -37,7 +37,11 @@ import numpy as np
 from medjax import files
 from medjax.data import io, preprocess
 from medjax.errors import ConfigError
-from medjax.inferers.segmentation import restore_model, to_display_orientation
+from medjax.inferers.segmentation import (
+    check_input,
+    restore_model,
+    to_display_orientation,
+)
 from medjax.runtime import compiler_options
 
 
@@ -84,17 +88,7 @@ class Locator:
     slice_batch_size: int = 16
 
     def __call__(self, volume: io.Volume) -> PointPredictions:
-        array = np.asarray(volume.array)
-        ndim = volume.spatial_ndim
-        if array.ndim > ndim:
-            raise ConfigError(
-                f"input={volume.path}: {array.ndim - ndim} extra axes (channels or "
-                "time); expected one grey-level image or volume"
-            )
-        if ndim < self.spatial_dims:
-            raise ConfigError(
-                f"input={volume.path}: a {ndim}D image for a {self.spatial_dims}D model"
-            )
+        ndim = check_input(volume, self.spatial_dims)
         shown, _, _ = to_display_orientation(volume)
         resampled = shown
         if self.spacing is not None and volume.source != "png":

@@ -56,17 +56,7 @@ class Segmenter:
 
     def __call__(self, volume: io.Volume) -> np.ndarray:
         """The label map ``[*S]`` (uint8) of ``volume`` on its own grid."""
-        array = np.asarray(volume.array)
-        ndim = volume.spatial_ndim
-        if array.ndim > ndim:
-            raise ConfigError(
-                f"input={volume.path}: {array.ndim - ndim} extra axes (channels or "
-                "time); expected one grey-level image or volume"
-            )
-        if ndim < self.spatial_dims:
-            raise ConfigError(
-                f"input={volume.path}: a {ndim}D image for a {self.spatial_dims}D model"
-            )
+        ndim = check_input(volume, self.spatial_dims)
         volume, _, back = to_display_orientation(volume)
         resampled = volume
         if self.spacing is not None and volume.source != "png":
@@ -94,6 +84,25 @@ class Segmenter:
             # levels 0..255 map linearly to the window's [-1, 1].
             return (array.astype(np.float32) / 255.0) * 2.0 - 1.0
         return np.asarray(self.normalize(array), np.float32)
+
+
+def check_input(volume: io.Volume, spatial_dims: int) -> int:
+    """The spatial rank of an input a ``spatial_dims``-D model can read: one
+    grey-level image or volume, at least as many spatial axes as the model's.
+
+    Raises:
+        ConfigError: extra (channel or time) axes, or too few spatial axes.
+    """
+    array = np.asarray(volume.array)
+    ndim = volume.spatial_ndim
+    if array.ndim > ndim:
+        raise ConfigError(
+            f"input={volume.path}: {array.ndim - ndim} extra axes (channels or "
+            "time); expected one grey-level image or volume"
+        )
+    if ndim < spatial_dims:
+        raise ConfigError(f"input={volume.path}: a {ndim}D image for a {spatial_dims}D model")
+    return ndim
 
 
 def to_display_orientation(volume: io.Volume):
