@@ -111,10 +111,9 @@ def initial_map(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.ndarray,
         raise ValueError(f"initialize: expected geometry or moments, got {initialize!r}")
     a_fixed = world.spatial_affine(fixed_affine, ndim)
     a_moving = world.spatial_affine(moving_affine, ndim)
-    to_world = lambda a, p: a[:ndim, :ndim] @ p + a[:ndim, ndim]
     shift = np.eye(ndim + 1)
-    shift[:ndim, ndim] = (to_world(a_moving, _centre_of_mass(moving))
-                          - to_world(a_fixed, _centre_of_mass(fixed)))
+    shift[:ndim, ndim] = (world.apply(a_moving, _centre_of_mass(moving))
+                          - world.apply(a_fixed, _centre_of_mass(fixed)))
     return np.linalg.inv(a_moving) @ shift @ a_fixed
 
 

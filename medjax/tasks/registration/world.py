@@ -50,6 +50,15 @@ def spatial_affine(affine: np.ndarray, ndim: int) -> np.ndarray:
     return block
 
 
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """A homogeneous ``[ndim+1, ndim+1]`` matrix applied to ``points [..., ndim]``
+    in float64 (``medjax.ops.spatial.apply_homogeneous``'s numpy twin, for mm
+    coordinates that float32 would round)."""
+    matrix = np.asarray(matrix, np.float64)
+    ndim = matrix.shape[0] - 1
+    return np.asarray(points, np.float64) @ matrix[:ndim, :ndim].T + matrix[:ndim, ndim]
+
+
 def voxel_spacing(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
     """Voxel size in mm per spatial axis (column norms of the affine)."""
     linear = spatial_affine(affine, ndim)[:ndim, :ndim]
@@ -148,9 +157,8 @@ def displacement_field_lps(voxel_displacement: np.ndarray, fixed_affine: np.ndar
     ndim = d.shape[-1]
     grid = np.stack(np.meshgrid(*[np.arange(n, dtype=np.float64) for n in d.shape[:-1]],
                                 indexing="ij"), -1)
-    a_fixed, a_moving = spatial_affine(fixed_affine, ndim), spatial_affine(moving_affine, ndim)
-    to_world = lambda a, p: p @ a[:ndim, :ndim].T + a[:ndim, ndim]
-    vectors = to_world(a_moving, grid + d) - to_world(a_fixed, grid)
+    vectors = (apply(spatial_affine(moving_affine, ndim), grid + d)
+               - apply(spatial_affine(fixed_affine, ndim), grid))
     vectors[..., :2] *= -1.0  # RAS -> LPS
     return vectors.astype(np.float32)
 
