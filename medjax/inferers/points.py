@@ -5,7 +5,8 @@ The input is read, oriented and resampled as the segmentation predictor does
 (``medjax.inferers.segmentation``: display orientation, the training data's
 spacing, its intensity normalisation), the model applied through the task's
 ``predict``, and ``decode`` (for one example: ``points``, ``scores``, ``valid``,
-and ``boxes`` or ``names``) read on the host. A 2D model on a volume runs slice
+and ``boxes`` when the task gives them) read on the host, with the task's
+``point_names`` (landmarks) as a ``name`` column. A 2D model on a volume runs slice
 by slice along the display's third axis; every slice's candidates are pooled
 (no suppression across slices).
 
@@ -208,7 +209,7 @@ def load_locator(
         seed=seed,
     )
 
-    static_names: list = []  # landmark names: static, seen when decode is traced
+    names = getattr(task, "point_names", None)  # landmarks: one name per point
 
     def one(outputs):
         return task.decode(jax.tree.map(lambda a: a[None], outputs))
@@ -218,17 +219,12 @@ def load_locator(
         def apply(x):
             return state.apply_fn(state.variables(), x, train=False)
 
-        decoded = jax.vmap(one)(task.predict(apply, inputs))
-        if "names" in decoded:
-            static_names[:] = [tuple(str(n) for n in decoded["names"])]
-        return {k: v for k, v in decoded.items() if k != "names"}
+        return jax.vmap(one)(task.predict(apply, inputs))
 
     def locate_batch(inputs):
         out = dict(traced(inputs))
-        if static_names:
-            out["names"] = np.broadcast_to(
-                np.asarray(static_names[0]), out["scores"].shape
-            )
+        if names is not None:
+            out["names"] = np.broadcast_to(np.asarray(names), out["scores"].shape)
         return out
 
     return Locator(

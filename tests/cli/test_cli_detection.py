@@ -103,3 +103,64 @@ def test_predict_points_need_a_csv_output(run_dir, data_dir, tmp_path):
     )
     assert result.returncode == 1
     assert "expected a .csv path" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def landmark_run(data_dir, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cli_landmarks")
+    result = medjax(
+        "medjax-train",
+        "task=landmarks",
+        "model=unet_tiny",
+        "data=phantoms_tiny",
+        "trainer=smoke",
+        "optim=adam",
+        # Softmax presence scores are above 0: every landmark is called
+        # present, so each slice gives all six.
+        "task.loss_function=softmax",
+        "task.presence_threshold=0",
+        "hydra.run.dir=run",
+        data_dir=data_dir,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return os.path.join(cwd, "run")
+
+
+def test_predict_on_a_landmark_run_writes_named_points_in_world_mm(
+    landmark_run, data_dir, tmp_path
+):
+    from tests.tasks.landmarks.test_end_to_end import NAMES
+
+    affine = np.array(
+        [[0, -12.5, 0, 200.0], [-12.5, 0, 0, 180.0], [0, 0, 5.0, 40.0], [0, 0, 0, 1]]
+    )
+    volume = _phantom_volume_hu()
+    io.save_nifti(volume, tmp_path / "ct.nii.gz", affine=affine)
+    result = medjax(
+        "medjax-predict",
+        f"run_dir={landmark_run}",
+        f"input={tmp_path}/ct.nii.gz",
+        f"output={tmp_path}/ct.csv",
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == [
+        "ct.csv", "ct.json", "ct.nii.gz", "ct_overlay.png"
+    ]
+    with open(tmp_path / "ct.csv") as f:
+        rows = list(csv.DictReader(f))
+    slices = volume.shape[2]
+    # A 2D model on a volume: the six landmarks on every slice, each named.
+    assert len(rows) == 6 * slices
+    assert sorted(r["name"] for r in rows) == sorted(NAMES * slices)
+    for row in rows:
+        voxel = [float(row[f"voxel_{a}"]) for a in range(3)]
+        assert all(0 <= v <= n - 1 for v, n in zip(voxel, volume.shape))
+        np.testing.assert_allclose(
+            (affine @ [*voxel, 1.0])[:3],
+            [float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])],
+            atol=1e-3,
+        )
+    assert sorted({float(r["voxel_2"]) for r in rows}) == list(range(slices))

@@ -200,15 +200,20 @@ class LandmarkTask(Task):
     def prediction_role(self) -> str | None:
         return roles.POINTS
 
-    def decode(self, outputs: Any) -> dict[str, np.ndarray]:
-        """One example's landmarks for ``medjax-predict``: ``points [L, ndim]``
-        voxel coordinates, ``scores [L]``, ``valid [L]`` (called present) and
-        ``names [L]``. ``outputs`` are ``predict``'s for a batch of one."""
+    @property
+    def point_names(self) -> tuple[str, ...]:
+        """The name of each of ``decode``'s points (``medjax-predict``'s
+        ``name`` column)."""
+        return self.names
+
+    def decode(self, outputs: Any) -> dict[str, jnp.ndarray]:
+        """One example's landmarks for ``medjax-predict``, traceable:
+        ``points [L, ndim]`` voxel coordinates, ``scores [L]`` and ``valid [L]``
+        (called present), named by ``point_names``. ``outputs`` are
+        ``predict``'s for a batch of one."""
         points, scores = self.locate(outputs)
-        points, scores = np.asarray(points[0]), np.asarray(scores[0])
         return {
-            "points": points,
-            "scores": scores,
-            "valid": scores > self.presence_threshold,
-            "names": np.asarray(self.names),
+            "points": points[0],
+            "scores": scores[0],
+            "valid": scores[0] > self.presence_threshold,
         }
