@@ -45,13 +45,11 @@ class FileRegistration:
             linear stages (the images' geometry included).
         displacement: ``[*S, ndim]`` the whole map as a pull-back field (fixed
             voxel ``x`` reads moving voxel ``x + d(x)``).
-        warped: ``[*S]`` the moving image resampled (linear).
         stages: one ``Stage`` per stage.
     """
 
     matrix: np.ndarray
     displacement: np.ndarray
-    warped: np.ndarray
     stages: tuple[Stage, ...]
 
 
@@ -168,7 +166,6 @@ def register_arrays(
     return FileRegistration(
         matrix=matrix,
         displacement=np.asarray(out["displacement"][0]),
-        warped=np.asarray(out["warped"][0, ..., 0]),
         stages=tuple(stages),
     )
 
