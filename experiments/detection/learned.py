@@ -66,6 +66,49 @@ def score(task, host):
     return result, curve
 
 
+def score_run(name, run_dir, mesh, *, alternatives=True):
+    """The test scores of a run's best validation-CPM checkpoint: ``{label:
+    (entry, curve)}``, ``entry`` with ``run_dir``, ``step``, ``parameters``,
+    ``seconds_per_image`` and the ``test`` metrics (``cpm_interval`` added),
+    ``curve`` the test FROC. With ``alternatives``, a pixel-classification run
+    is scored with its other candidate score too (on validation, to choose,
+    and on test)."""
+    cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
+    task, model, tx, data, *_ = build_run(cfg)
+    state = init_state(model, tx, data, task, mesh, cfg.seed)
+    state, step = restore_checkpoint(
+        state, run_dir, "best", best_metric=cfg.trainer.best_metric or "cpm"
+    )
+    params = sum(x.size for x in jax.tree.leaves(state.params))
+    variants = {name: task}
+    if alternatives and hasattr(task, "component_threshold"):
+        other = "component_mean" if task.score == "peak" else "peak"
+        variants[f"{name} ({other})"] = dataclasses.replace(task, score=other)
+    scored = {}
+    for label, variant in variants.items():
+        entry = {"run_dir": run_dir, "step": step, "parameters": int(params)}
+        # Validation only where it chooses between variants (the runs'
+        # own validation metrics are in their metrics.jsonl).
+        splits = ("validation", "test") if len(variants) > 1 else ("test",)
+        for split in splits:
+            host, seconds = host_outputs(variant, state, data, split, mesh)
+            entry[split], curve = score(variant, host)
+            if split == "test":
+                entry["seconds_per_image"] = seconds
+                scored[label] = (entry, curve)
+        test = entry["test"]
+        chosen = entry.get("validation", {}).get("cpm", float("nan"))
+        print(
+            f"{label}: step {step}, validation CPM {chosen:.3f}, "
+            f"test CPM {test['cpm']:.3f} [{test['cpm_interval'][0]:.3f}, "
+            f"{test['cpm_interval'][1]:.3f}], AP50 {test['ap50']:.3f}, "
+            f"AP {test['ap']:.3f}, {1e3 * entry['seconds_per_image']:.2f} ms/image, "
+            f"{params} parameters",
+            flush=True,
+        )
+    return scored
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", action="append", required=True, help="name=run_dir")
@@ -75,39 +118,8 @@ def main():
     mesh = sharding.data_mesh()
     for item in args.run:
         name, run_dir = item.split("=", 1)
-        cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
-        task, model, tx, data, *_ = build_run(cfg)
-        state = init_state(model, tx, data, task, mesh, cfg.seed)
-        state, step = restore_checkpoint(
-            state, run_dir, "best", best_metric=cfg.trainer.best_metric or "cpm"
-        )
-        params = sum(x.size for x in jax.tree.leaves(state.params))
-        variants = {name: task}
-        if hasattr(task, "component_threshold"):
-            other = "component_mean" if task.score == "peak" else "peak"
-            variants[f"{name} ({other})"] = dataclasses.replace(task, score=other)
-        for label, variant in variants.items():
-            entry = {"run_dir": run_dir, "step": step, "parameters": int(params)}
-            # Validation only where it chooses between variants (the runs'
-            # own validation metrics are in their metrics.jsonl).
-            splits = ("validation", "test") if len(variants) > 1 else ("test",)
-            for split in splits:
-                host, seconds = host_outputs(variant, state, data, split, mesh)
-                entry[split], curve = score(variant, host)
-                if split == "test":
-                    entry["seconds_per_image"] = seconds
-                    curves[label] = curve
-            results[label] = entry
-            test = entry["test"]
-            chosen = entry.get("validation", {}).get("cpm", float("nan"))
-            print(
-                f"{label}: step {step}, validation CPM {chosen:.3f}, "
-                f"test CPM {test['cpm']:.3f} [{test['cpm_interval'][0]:.3f}, "
-                f"{test['cpm_interval'][1]:.3f}], AP50 {test['ap50']:.3f}, "
-                f"AP {test['ap']:.3f}, {1e3 * entry['seconds_per_image']:.2f} ms/image, "
-                f"{params} parameters",
-                flush=True,
-            )
+        for label, (entry, curve) in score_run(name, run_dir, mesh).items():
+            results[label], curves[label] = entry, curve
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2, default=float)
