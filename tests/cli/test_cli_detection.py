@@ -1,5 +1,6 @@
-"""Detection end to end through the command line: a tiny CenterNet run, then
-medjax-predict on a PNG and a NIfTI volume writes CSV, JSON and an overlay."""
+"""Detection and landmarks end to end through the command line: tiny CenterNet
+and landmark runs, then medjax-predict on a PNG and a NIfTI volume writes CSV,
+JSON and an overlay."""
 
 import csv
 import json
@@ -22,6 +23,29 @@ TINY = [
     "optim=adam",
     "task.max_detections=8",
 ]
+
+
+# A NIfTI affine with the axes swapped and flipped (voxel -> RAS+ mm).
+AFFINE = np.array(
+    [[0, -12.5, 0, 200.0], [-12.5, 0, 0, 180.0], [0, 0, 5.0, 40.0], [0, 0, 0, 1]]
+)
+
+
+def _predict_nifti(run_dir, data_dir, tmp_path):
+    """medjax-predict of a phantom volume saved as ``ct.nii.gz`` with ``AFFINE``
+    into ``ct.csv``; returns the volume."""
+    volume = _phantom_volume_hu()
+    io.save_nifti(volume, tmp_path / "ct.nii.gz", affine=AFFINE)
+    result = medjax(
+        "medjax-predict",
+        f"run_dir={run_dir}",
+        f"input={tmp_path}/ct.nii.gz",
+        f"output={tmp_path}/ct.csv",
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return volume
 
 
 @pytest.fixture(scope="module")
@@ -68,26 +92,14 @@ def test_predict_png_and_nifti_write_candidates(run_dir, data_dir, tmp_path):
     assert 1 <= len(rows) <= 8 and rows[0]["x_mm"] == ""
     assert all(0 <= float(r["voxel_0"]) <= 31 for r in rows)
 
-    affine = np.array(
-        [[0, -12.5, 0, 200.0], [-12.5, 0, 0, 180.0], [0, 0, 5.0, 40.0], [0, 0, 0, 1]]
-    )
-    io.save_nifti(_phantom_volume_hu(), tmp_path / "ct.nii.gz", affine=affine)
-    result = medjax(
-        "medjax-predict",
-        f"run_dir={run_dir}",
-        f"input={tmp_path}/ct.nii.gz",
-        f"output={tmp_path}/ct.csv",
-        data_dir=data_dir,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _predict_nifti(run_dir, data_dir, tmp_path)
     with open(tmp_path / "ct.json") as f:
         found = json.load(f)["candidates"]
     assert 1 <= len(found) <= 3 * 8  # a 2D model: up to 8 per slice
     first = found[0]
     voxel = [first["voxel_0"], first["voxel_1"], first["voxel_2"], 1.0]
     np.testing.assert_allclose(
-        (affine @ voxel)[:3], [first["x_mm"], first["y_mm"], first["z_mm"]], atol=1e-3
+        (AFFINE @ voxel)[:3], [first["x_mm"], first["y_mm"], first["z_mm"]], atol=1e-3
     )
 
 
@@ -127,25 +139,22 @@ def landmark_run(data_dir, tmp_path_factory):
     return os.path.join(cwd, "run")
 
 
+def test_landmark_run_keeps_the_checkpoint_of_lowest_mre(landmark_run):
+    with open(os.path.join(landmark_run, "summary.json")) as f:
+        summary = json.load(f)
+    validation = [r for r in records(landmark_run) if r["split"] == "validation"]
+    assert summary["best_metric"] == "mre"
+    assert summary["best"]["mre"] == min(r["mre"] for r in validation)
+    with open(os.path.join(landmark_run, "config.yaml")) as f:
+        assert "best_mode: min" in f.read()
+
+
 def test_predict_on_a_landmark_run_writes_named_points_in_world_mm(
     landmark_run, data_dir, tmp_path
 ):
     from tests.tasks.landmarks.test_end_to_end import NAMES
 
-    affine = np.array(
-        [[0, -12.5, 0, 200.0], [-12.5, 0, 0, 180.0], [0, 0, 5.0, 40.0], [0, 0, 0, 1]]
-    )
-    volume = _phantom_volume_hu()
-    io.save_nifti(volume, tmp_path / "ct.nii.gz", affine=affine)
-    result = medjax(
-        "medjax-predict",
-        f"run_dir={landmark_run}",
-        f"input={tmp_path}/ct.nii.gz",
-        f"output={tmp_path}/ct.csv",
-        data_dir=data_dir,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    volume = _predict_nifti(landmark_run, data_dir, tmp_path)
     assert sorted(os.listdir(tmp_path)) == [
         "ct.csv", "ct.json", "ct.nii.gz", "ct_overlay.png"
     ]
@@ -159,7 +168,7 @@ def test_predict_on_a_landmark_run_writes_named_points_in_world_mm(
         voxel = [float(row[f"voxel_{a}"]) for a in range(3)]
         assert all(0 <= v <= n - 1 for v, n in zip(voxel, volume.shape))
         np.testing.assert_allclose(
-            (affine @ [*voxel, 1.0])[:3],
+            (AFFINE @ [*voxel, 1.0])[:3],
             [float(row["x_mm"]), float(row["y_mm"]), float(row["z_mm"])],
             atol=1e-3,
         )

@@ -1,7 +1,6 @@
-"""Each landmark method trained for a few steps on 4 forced CPU devices, and the
-command line choosing the best checkpoint by the lowest MRE."""
+"""Each landmark method trained for a few steps on 4 forced CPU devices (the
+command line's landmark run is in tests/cli/test_cli_detection.py)."""
 
-import json
 import os
 
 import jax
@@ -124,27 +123,3 @@ def test_3d_planes_train_on_four_devices_from_a_2d_backbone(direct_run, tmp_path
     assert report["mismatched"] == [] and report["missing"] == []
     assert any(path.endswith("backbone/stem_conv/kernel") for path in report["loaded"])
     assert loaded["stem"].shape == (3, 3, 1, 4)
-
-
-def test_cli_picks_the_checkpoint_of_lowest_mre(data_dir, tmp_path):
-    from tests.cli.test_cli import medjax, records
-
-    result = medjax(
-        "medjax-train",
-        "task=landmarks",
-        "model=unet_tiny",
-        "data=phantoms_tiny",
-        "trainer=smoke",
-        "optim=adam",
-        "hydra.run.dir=run",
-        data_dir=data_dir,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "run" / "summary.json") as f:
-        summary = json.load(f)
-    validation = [r for r in records(tmp_path / "run") if r["split"] == "validation"]
-    assert summary["best_metric"] == "mre"
-    assert summary["best"]["mre"] == min(r["mre"] for r in validation)
-    with open(tmp_path / "run" / "config.yaml") as f:
-        assert "best_mode: min" in f.read()
