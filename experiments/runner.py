@@ -160,11 +160,15 @@ def load_rows(path: str) -> list[dict]:
         return json.load(f)
 
 
-def append_row(path: str, row: dict) -> list[dict]:
+def append_row(path: str, row: dict, *, replace: bool = False) -> list[dict]:
     """Adds ``row`` to the results file as it is now (two study processes may
     share it), written to a temporary name and renamed so that a stopped study
-    keeps its last rows; returns all rows."""
-    rows = load_rows(path) + [row]
+    keeps its last rows; returns all rows. With ``replace``, a row of the same
+    ``variant`` and ``seed`` is dropped first (a rerun replaces its row)."""
+    rows = load_rows(path)
+    if replace:
+        rows = [r for r in rows if (r["variant"], r["seed"]) != (row["variant"], row["seed"])]
+    rows.append(row)
     temporary = f"{path}.{os.getpid()}.tmp"
     with open(temporary, "w") as f:
         json.dump(rows, f, indent=2)

@@ -220,12 +220,7 @@ def main() -> None:
     if not args.table_only:
         for variant in args.variants:
             for seed in args.seeds:
-                row = run_one(variant, seed, args.runs)
-                kept = [r for r in load_rows(path)
-                        if (r["variant"], r["seed"]) != (variant, seed)]
-                with open(path, "w") as f:  # the row replaces an older one
-                    json.dump(kept, f, indent=2)
-                append_row(path, row)
+                append_row(path, run_one(variant, seed, args.runs), replace=True)
     rows = load_rows(path) + cad_rows()
     plot(rows, os.path.join(HERE, "froc_study.png"))
     plot_validation(rows, os.path.join(HERE, "validation_cpm.png"))

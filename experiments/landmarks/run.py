@@ -13,13 +13,12 @@ same seed (trained first when missing). Writes ``results.json`` and
 ``mre.png`` here and prints the README's tables.
 """
 
-import json
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from runner import arguments, evaluate, mean_sd, train
+from runner import append_row, arguments, evaluate, load_rows, mean_sd, train
 
 VARIANTS = {
     "heatmap": ("heatmap, U-Net (2D)", ["experiment=landmarks_heatmap"]),
@@ -175,13 +174,6 @@ def table(rows: list[dict]) -> None:
             )
 
 
-def _load(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return json.load(f)
-
-
 def main() -> None:
     parser = arguments(__doc__, os.path.join(HERE, "runs"), VARIANTS)
     parser.add_argument(
@@ -191,18 +183,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     path = os.path.join(HERE, "results.json")
-    rows = _load(path)
+    rows = load_rows(path)
     if not args.table_only:
         for variant in args.variants:
             for seed in args.seeds:
-                row = run_one(variant, seed, args.runs)
-                rows = _load(path)  # another study process may have added rows
-                rows = [r for r in rows if (r["variant"], r["seed"]) != (variant, seed)]
-                rows.append(row)
-                with open(f"{path}.{os.getpid()}.tmp", "w") as f:
-                    json.dump(rows, f, indent=2)
-                os.replace(f"{path}.{os.getpid()}.tmp", path)
-    rows = _load(path)
+                append_row(path, run_one(variant, seed, args.runs), replace=True)
+    rows = load_rows(path)
     plot(rows, os.path.join(HERE, "mre.png"))
     copy_cases(rows)
     table(rows)
