@@ -31,20 +31,26 @@ AFFINE = np.array(
 )
 
 
+def _predict(run_dir, data_dir, tmp_path, source, output):
+    """medjax-predict of ``tmp_path/source`` into ``tmp_path/output``; it must
+    succeed."""
+    result = medjax(
+        "medjax-predict",
+        f"run_dir={run_dir}",
+        f"input={tmp_path}/{source}",
+        f"output={tmp_path}/{output}",
+        data_dir=data_dir,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def _predict_nifti(run_dir, data_dir, tmp_path):
     """medjax-predict of a phantom volume saved as ``ct.nii.gz`` with ``AFFINE``
     into ``ct.csv``; returns the volume."""
     volume = _phantom_volume_hu()
     io.save_nifti(volume, tmp_path / "ct.nii.gz", affine=AFFINE)
-    result = medjax(
-        "medjax-predict",
-        f"run_dir={run_dir}",
-        f"input={tmp_path}/ct.nii.gz",
-        f"output={tmp_path}/ct.csv",
-        data_dir=data_dir,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _predict(run_dir, data_dir, tmp_path, "ct.nii.gz", "ct.csv")
     return volume
 
 
@@ -77,15 +83,7 @@ def test_predict_png_and_nifti_write_candidates(run_dir, data_dir, tmp_path):
     Image.fromarray(np.round((windowed + 1) * 127.5).astype(np.uint8)).save(
         tmp_path / "s.png"
     )
-    result = medjax(
-        "medjax-predict",
-        f"run_dir={run_dir}",
-        f"input={tmp_path}/s.png",
-        f"output={tmp_path}/s.csv",
-        data_dir=data_dir,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _predict(run_dir, data_dir, tmp_path, "s.png", "s.csv")
     assert sorted(os.listdir(tmp_path)) == ["s.csv", "s.json", "s.png", "s_overlay.png"]
     with open(tmp_path / "s.csv") as f:
         rows = list(csv.DictReader(f))
