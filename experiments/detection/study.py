@@ -44,7 +44,7 @@ VARIANTS = {
          "trainer.max_steps=600", *_PER_200],
     ),
 }
-# The three grids of the table: LUNA16's rates, and the lesion radii (px).
+# The table's two grids: LUNA16's rates, and the lesion radii (voxels).
 RATES = ("froc_1_8", "froc_1_4", "froc_1_2", "froc_1", "froc_2", "froc_4", "froc_8")
 SIZES = ("sensitivity_r0_2", "sensitivity_r2_3", "sensitivity_r3_4", "sensitivity_r4_inf")
 # The mean FROC curve is read at these rates (false positives per scan).
@@ -183,6 +183,11 @@ def plot_validation(rows: list[dict], path: str) -> None:
     plt.close(fig)
 
 
+def _cell(values) -> str:
+    """mean ± sd, or a dash where no lesion of that size exists (NaN)."""
+    return mean_sd(values) if np.isfinite(np.asarray(values, float)).any() else "–"
+
+
 def table(rows: list[dict]) -> None:
     labels = {**{k: v[0] for k, v in VARIANTS.items()},
               "cad": "classical CAD, random forest (2D)"}
@@ -207,7 +212,7 @@ def table(rows: list[dict]) -> None:
         if chosen:
             steps = ", ".join(str(r["best_step"]) for r in chosen if "best_step" in r)
             print(f"| {label} | "
-                  + " | ".join(mean_sd([r[s] for r in chosen]) for s in SIZES)
+                  + " | ".join(_cell([r[s] for r in chosen]) for s in SIZES)
                   + f" | {steps} |")
 
 
