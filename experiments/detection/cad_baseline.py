@@ -1,13 +1,16 @@
-"""Classical CAD baseline on the 2D torso phantoms (``torso2d``, 64^2, W400 L40):
-LoG blob candidates, hand-crafted features, a random forest (and gradient
-boosting beside it), scored by LUNA16's FROC / CPM on the test split.
+"""Classical CAD baseline on the torso phantoms, W400 L40: LoG blob candidates,
+hand-crafted features, a random forest (and gradient boosting beside it), scored
+by LUNA16's FROC / CPM on the test split. 2D slices (``torso2d``, 64^2) by
+default; ``--volumes`` for the 3D study's volumes (``torso3d``, 32^3, the
+splits of ``conf/data/phantoms_detection3d.yaml``).
 
 Candidates and features are computed once per image (the costly stage; the
 same for every seed), then each seed draws its own training subset and
 classifier ``random_state``. Writes ``results.json``, ``froc.png`` and
-``missed_lesions.png`` next to this file and prints the README's table.
+``missed_lesions.png`` next to this file (``results_3d.json``, ... for volumes)
+and prints the README's table.
 
-    PYTHONPATH=$PWD python experiments/detection/cad_baseline.py
+    PYTHONPATH=$PWD python experiments/detection/cad_baseline.py [--volumes]
 """
 
 import argparse
@@ -140,6 +143,14 @@ def plot_missed(batch, detections, evaluation, path, cad, limit=24):
     for ax, (i, l, score) in zip(np.ravel(axes), missed[:limit]):
         hu = batch["image"][i, ..., 0]
         centre, radius = batch["lesion_centers"][i, l], batch["lesion_radii"][i, l]
+        points = detections[i].points
+        if hu.ndim == 3:  # the axial slice through the lesion's centre
+            depth = int(np.clip(np.rint(centre[0]), 0, hu.shape[0] - 1))
+            near = np.abs(points[:, 0] - depth) <= max(radius, 1.0)
+            hu, centre, points = hu[depth], centre[1:], points[near, 1:]
+            scores = detections[i].scores[near]
+        else:
+            scores = detections[i].scores
         low = np.clip(np.rint(centre).astype(int) - 8, 0, np.asarray(hu.shape) - 16)
         crop = window(hu, cad.window_center, cad.window_width)[
             low[0] : low[0] + 16, low[1] : low[1] + 16
@@ -150,15 +161,17 @@ def plot_missed(batch, detections, evaluation, path, cad, limit=24):
                 centre[::-1] - low[::-1], radius, fill=False, color="lime", lw=0.8
             )
         )
-        points = detections[i].points - low
-        above = detections[i].scores >= threshold
+        points = points - low
+        above = scores >= threshold
         inside = np.all((points >= -0.5) & (points < 15.5), axis=1)
         ax.plot(*points[inside & above].T[::-1], "r+", ms=5)
         ax.plot(*points[inside & ~above].T[::-1], "yx", ms=3)
         kind = LESION_TYPES[batch["lesion_types"][i, l]].replace("liver_", "")
         why = "no cand." if not np.isfinite(score) else f"p={score:.2f}"
         ax.set_title(f"{kind}\nr={radius:.1f} {why}", fontsize=6)
-    fig.suptitle(f"missed at 1 FP/image ({len(missed)} lesions)", fontsize=8)
+    fig.suptitle(f"missed at 1 FP/image ({len(missed)} lesions)"
+                 + (", the axial slice through each centre" if batch["image"].ndim == 5 else ""),
+                 fontsize=8)
     fig.tight_layout()
     medjax.viz.save_figure(fig, path, dpi=120)
 
@@ -170,12 +183,18 @@ def mean_sd(values) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-images", type=int, default=1600)
+    parser.add_argument("--volumes", action="store_true",
+                        help="torso3d 32^3 (600 train, 200 test volumes), not 2D slices")
+    parser.add_argument("--train-images", type=int, help="default: 1600 slices, 600 volumes")
     parser.add_argument(
-        "--subset", type=int, default=1200, help="train images per seed"
+        "--subset", type=int, help="train images per seed (default: 3/4 of --train-images)"
     )
-    parser.add_argument("--test-images", type=int, default=500)
+    parser.add_argument("--test-images", type=int, help="default: 500 slices, 200 volumes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--radius-range", type=float, nargs=2,
+        help="LoG blob radii, voxels (default: 8.75-40 mm, (1.4, 6.4) at 64^2, (0.7, 3.2) at 32^3)",
+    )
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIER_NAMES))
     parser.add_argument(
@@ -185,10 +204,23 @@ def main():
     )
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args()
-
-    data = phantoms(kind="torso2d", image_size=64)  # conf/data/phantoms2d.yaml
+    if args.volumes:  # conf/data/phantoms_detection3d.yaml, data.image_size=32
+        splits = {"train": 600, "validation": 100, "test": 200}
+        data = phantoms(kind="torso3d", image_size=32, split_sizes=splits)
+        suffix, what = "_3d", "torso3d 32³, {} test volumes"
+    else:  # conf/data/phantoms2d.yaml
+        splits = {"train": 1600, "test": 500}
+        data = phantoms(kind="torso2d", image_size=64)
+        suffix, what = "", "torso2d 64², {} test slices"
+    args.train_images = args.train_images or splits["train"]
+    args.test_images = args.test_images or splits["test"]
+    args.subset = args.subset or args.train_images * 3 // 4
+    scale = 6.25 / data.spacing[0]  # the 64^2 slices' pixel, mm
+    args.radius_range = args.radius_range or [1.4 * scale, 6.4 * scale]
     cad = CADDetector(
-        window_center=data.normalize.center, window_width=data.normalize.width
+        window_center=data.normalize.center,
+        window_width=data.normalize.width,
+        radius_range=tuple(args.radius_range),
     )
     train, test = (
         load(data, "train", args.train_images),
@@ -207,8 +239,8 @@ def main():
         test["lesion_mask"],
     )
     test_types = lesion_types(test)
-    train_extracted, _ = extract(cad, train, args.cache, "train")
-    test_extracted, extract_seconds = extract(cad, test, args.cache, "test")
+    train_extracted, _ = extract(cad, train, args.cache, f"train{suffix}")
+    test_extracted, extract_seconds = extract(cad, test, args.cache, f"test{suffix}")
     print(f"candidates and features: {extract_seconds:.3f} s/image", flush=True)
     recall = candidate_recall(test_extracted, test_truth, test_types)
     print("candidate recall", json.dumps(recall), flush=True)
@@ -233,6 +265,7 @@ def main():
             model = CADDetector(
                 window_center=cad.window_center,
                 window_width=cad.window_width,
+                radius_range=cad.radius_range,
                 classifier=classifier,
                 n_estimators=args.n_estimators,
                 random_state=seed,
@@ -253,7 +286,7 @@ def main():
                     test,
                     detections,
                     evaluation,
-                    os.path.join(args.out, "missed_lesions.png"),
+                    os.path.join(args.out, f"missed_lesions{suffix}.png"),
                     model,
                 )
                 figure_done = True
@@ -268,8 +301,8 @@ def main():
             print(name, f"CPM {run['cpm']:.3f}", f"fit {fit_seconds:.0f} s", flush=True)
     plot_froc(
         frocs,
-        os.path.join(args.out, "froc.png"),
-        title=f"classical CAD, torso2d 64², {args.test_images} test slices",
+        os.path.join(args.out, f"froc{suffix}.png"),
+        title="classical CAD, " + what.format(args.test_images),
     )
 
     summary = {}
@@ -290,7 +323,7 @@ def main():
             },
             "seconds_per_image": mean_sd([r["seconds_per_image"] for r in mine]),
         }
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+    with open(os.path.join(args.out, f"results{suffix}.json"), "w") as f:
         json.dump(
             {
                 "args": vars(args),

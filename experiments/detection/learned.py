@@ -97,10 +97,11 @@ def score_run(name, run_dir, mesh, *, alternatives=True):
                 entry["seconds_per_image"] = seconds
                 scored[label] = (entry, curve)
         test = entry["test"]
-        chosen = entry.get("validation", {}).get("cpm", float("nan"))
+        chosen = entry.get("validation", {}).get("cpm")
         print(
-            f"{label}: step {step}, validation CPM {chosen:.3f}, "
-            f"test CPM {test['cpm']:.3f} [{test['cpm_interval'][0]:.3f}, "
+            f"{label}: step {step}, "
+            + (f"validation CPM {chosen:.3f}, " if chosen is not None else "")
+            + f"test CPM {test['cpm']:.3f} [{test['cpm_interval'][0]:.3f}, "
             f"{test['cpm_interval'][1]:.3f}], AP50 {test['ap50']:.3f}, "
             f"AP {test['ap']:.3f}, {1e3 * entry['seconds_per_image']:.2f} ms/image, "
             f"{params} parameters",

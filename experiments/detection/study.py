@@ -38,10 +38,16 @@ VARIANTS = {
     ),
     # 3D: 32^3 volumes (12.5 x 12.5 x 8.75 mm voxels, lesion radii under 3
     # voxels): at 64^3 a step took 10 s beside another run on the 2-core CPU.
+    # Both 3D models: a depth-3 U-Net of base width 8, batch 4, the same steps.
+    "pixel3d": (
+        "pixel classification, U-Net (3D)",
+        ["experiment=detection_pixel3d", "data.image_size=32",
+         "trainer.max_steps=2000", *_PER_200],
+    ),
     "centernet3d": (
         "CenterNet-style (3D)",
         ["experiment=detection_centernet3d", "data.image_size=32",
-         "trainer.max_steps=600", *_PER_200],
+         "trainer.max_steps=2000", *_PER_200],
     ),
 }
 # The table's two grids: LUNA16's rates, and the lesion radii (voxels).
@@ -86,11 +92,21 @@ def run_one(variant: str, seed: int, runs: str) -> dict:
     return row
 
 
+# The CAD baseline's results, by variant: cad_baseline.py and its --volumes.
+CAD_RESULTS = {"cad": "results.json", "cad3d": "results_3d.json"}
+
+
 def cad_rows() -> list[dict]:
-    """The CAD baseline's random-forest seeds from ``results.json`` in the rows'
+    """The CAD baseline's random-forest seeds from ``CAD_RESULTS`` in the rows'
     form (CPM, the seven operating points, sensitivity by size at 1 FP/image,
     seconds per image)."""
-    path = os.path.join(HERE, "results.json")
+    rows = []
+    for variant, name in CAD_RESULTS.items():
+        rows += _cad_rows(variant, os.path.join(HERE, name))
+    return rows
+
+
+def _cad_rows(variant: str, path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path) as f:
@@ -101,7 +117,7 @@ def cad_rows() -> list[dict]:
             continue
         rows.append(
             {
-                "variant": "cad",
+                "variant": variant,
                 "seed": run["seed"],
                 "cpm": run["cpm"],
                 **dict(zip(RATES, run["sensitivities"])),
@@ -132,8 +148,8 @@ def plot(rows: list[dict], path: str) -> None:
             ax.plot(CURVE_RATES, mean, color=f"C{i}",
                     label=f"{label} ({mean_sd(cpm)}, n={len(curves)})")
             ax.fill_between(CURVE_RATES, mean - sd, mean + sd, color=f"C{i}", alpha=0.2)
-        cad = [r for r in rows if r["variant"] == "cad"]
-        if dims == "2D" and cad:
+        cad = [r for r in rows if r["variant"] == ("cad" if dims == "2D" else "cad3d")]
+        if cad:
             points = np.asarray([[r[k] for k in RATES] for r in cad])
             ax.errorbar(LUNA16_FP_RATES, points.mean(0), yerr=points.std(0, ddof=1),
                         fmt="s--", ms=3, color="k", lw=0.8, capsize=2,
@@ -190,7 +206,8 @@ def _cell(values) -> str:
 
 def table(rows: list[dict]) -> None:
     labels = {**{k: v[0] for k, v in VARIANTS.items()},
-              "cad": "classical CAD, random forest (2D)"}
+              "cad": "classical CAD, random forest (2D)",
+              "cad3d": "classical CAD, random forest (3D)"}
     columns = ("cpm", *RATES, "ap50", "ap")
     names = ("CPM", "1/8", "1/4", "1/2", "1", "2", "4", "8", "AP50", "AP")
     print("| detector | " + " | ".join(names) + " | ms/image | parameters | seeds |")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import blob_log, graycomatrix, graycoprops
+from skimage.feature import graycomatrix, graycoprops, peak_local_max
 from skimage.measure import label, regionprops
 
 FEATURE_NAMES = (
@@ -90,11 +90,11 @@ def blob_candidates(
 ) -> Candidates:
     """Bright and dark LoG blobs of the windowed image inside the body.
 
-    ``skimage.feature.blob_log`` runs on the windowed image, the air around the
-    body set to the body's median (bright: hyperdense
-    lesions, lung nodules) and on its negative (dark: hypodense lesions) with
-    its own overlap pruning off: it would drop a small lesion next to a larger
-    blob. Candidates are then deduplicated across scales and polarities,
+    ``log_blobs`` (``skimage.feature.blob_log`` without its overlap pruning,
+    which would drop a small lesion next to a larger blob) runs on the windowed
+    image, the air around the body set to the body's median (bright:
+    hyperdense lesions, lung nodules) and on its negative (dark: hypodense
+    lesions). Candidates are then deduplicated across scales and polarities,
     strongest response first, within ``dedup_distance`` voxels.
 
     Args:
@@ -121,27 +121,11 @@ def blob_candidates(
     sigmas = np.asarray(radius_range) / math.sqrt(ndim)
     found = []
     for polarity, signal in ((1.0, image), (-1.0, 1.0 - image)):
-        blobs = blob_log(
-            signal,
-            min_sigma=sigmas[0],
-            max_sigma=sigmas[1],
-            num_sigma=num_sigma,
-            threshold=threshold,
-            overlap=1.0,
-            exclude_border=1,
+        points, sigma, response = log_blobs(signal, sigmas, num_sigma, threshold)
+        inside = body[tuple(points.T)]
+        found.append(
+            (points[inside], sigma[inside], np.full(inside.sum(), polarity), response[inside])
         )
-        if len(blobs) == 0:
-            continue
-        points, sigma = blobs[:, :ndim], blobs[:, ndim]
-        inside = body[tuple(points.astype(int).T)]
-        points, sigma = points[inside], sigma[inside]
-        # blob_log gives no response: the scale-normalised LoG at each point.
-        response = np.empty(len(sigma))
-        for s in np.unique(sigma):
-            at = sigma == s
-            log = -(s**2) * ndi.gaussian_laplace(signal, s)
-            response[at] = log[tuple(points[at].astype(int).T)]
-        found.append((points, sigma, np.full(len(sigma), polarity), response))
     if not found:
         empty = np.zeros(0)
         return Candidates(np.zeros((0, ndim)), empty, empty, empty)
@@ -153,6 +137,34 @@ def blob_candidates(
         polarity=polarity[keep],
         response=response[keep],
     )
+
+
+def log_blobs(
+    image: np.ndarray, sigma_range, num_sigma: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The maxima of the scale-normalised LoG scale space, as
+    ``skimage.feature.blob_log(image, *sigma_range, num_sigma, threshold,
+    exclude_border=1)`` finds them before its overlap pruning. That pruning
+    tests every pair of nearby blobs in Python even at ``overlap=1`` (where it
+    removes none): minutes for the thousands of raw maxima of one 32^3 volume.
+    The response at each maximum comes with it.
+
+    Returns:
+        ``(points [K, ndim] int, sigma [K], response [K])`` in ``blob_log``'s order.
+    """
+    image = np.asarray(image, np.float32 if image.dtype == np.float32 else np.float64)
+    sigmas = np.linspace(sigma_range[0], sigma_range[1], num_sigma)
+    cube = np.empty(image.shape + (num_sigma,), image.dtype)
+    for i, s in enumerate(sigmas):
+        cube[..., i] = -ndi.gaussian_laplace(image, s) * s**2
+    peaks = peak_local_max(
+        cube,
+        threshold_abs=threshold,
+        threshold_rel=None,
+        exclude_border=(1,) * image.ndim + (0,),
+        footprint=np.ones((3,) * cube.ndim),
+    )
+    return peaks[:, :-1], sigmas[peaks[:, -1]], cube[tuple(peaks.T)]
 
 
 def _dedup(points: np.ndarray, response: np.ndarray, distance: float) -> np.ndarray:

@@ -78,6 +78,25 @@ def test_candidates_hit_bright_and_dark_discs():
     assert gaps[np.triu_indices(len(gaps), 1)].min() >= 2.0
 
 
+@pytest.mark.parametrize("shape, dtype", [((40, 48), np.float64), ((24, 28, 32), np.float32)])
+def test_log_blobs_are_blob_logs_maxima_with_their_response(shape, dtype):
+    from scipy import ndimage as ndi
+    from skimage.feature import blob_log
+
+    # Smoothed noise: dozens of maxima over scales, in 2D and 3D.
+    image = ndi.gaussian_filter(np.random.default_rng(3).random(shape), 1.0).astype(dtype)
+    points, sigma, response = cad_features.log_blobs(image, (0.8, 2.4), 5, 0.0005)
+    reference = blob_log(image, min_sigma=0.8, max_sigma=2.4, num_sigma=5,
+                         threshold=0.0005, overlap=1.0, exclude_border=1)
+    assert len(points) > 30
+    np.testing.assert_array_equal(points, reference[:, :-1])
+    np.testing.assert_allclose(sigma, reference[:, -1], rtol=1e-6)
+    # The response is the scale-normalised LoG at the point, at its scale.
+    for k in (0, len(points) // 2, len(points) - 1):
+        log = -(sigma[k] ** 2) * ndi.gaussian_laplace(image.astype(np.float64), sigma[k])
+        np.testing.assert_allclose(response[k], log[tuple(points[k])], rtol=1e-4)
+
+
 def test_flat_noise_gives_few_candidates_and_none_outside_the_body():
     hu = _body(np.random.default_rng(2))
     # 6 HU of noise at W400, nothing else: the skin line (the air outside set
