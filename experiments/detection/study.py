@@ -185,9 +185,9 @@ def plot_validation(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8), sharey=True)
     for ax, dims in zip(axes, ("2D", "3D")):
         for i, (variant, (label, _)) in enumerate(VARIANTS.items()):
-            chosen = [r for r in rows if r["variant"] == variant]
             if f"({dims})" not in label:
                 continue
+            chosen = [r for r in rows if r["variant"] == variant]
             for k, row in enumerate(chosen):
                 if not os.path.isfile(os.path.join(row["run_dir"], "metrics.jsonl")):
                     continue
