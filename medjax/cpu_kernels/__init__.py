@@ -14,8 +14,15 @@ library is cached under ``$MEDJAX_KERNEL_CACHE`` (default
 ``~/.cache/medjax/kernels``), keyed by the source, the compiler command, JAX's
 version and the CPU, so later processes load it in milliseconds. Where no
 compiler is found or the build fails, :func:`available` is False (with one
-warning) and callers use XLA's convolutions. ``MEDJAX_CPU_KERNELS=0`` turns the
-kernels off.
+warning) and callers use XLA's convolutions.
+
+The kernels are used only where they were built for AVX-512 (:func:`enabled`):
+their tiles of accumulators fit the 32 zmm registers. Built for AVX2 (16 ymm
+registers) the accumulators spill to the stack; on a 2-core AMD EPYC (znver3)
+they ran at 2-4 GFLOP/s against XLA's 40-54 for the same convolutions, so
+there XLA's convolutions are faster. ``MEDJAX_CPU_KERNELS`` chooses: unset or
+``auto`` as above, ``1`` wherever they build (the tests, to check them on any
+CPU), ``0`` never.
 """
 
 import ctypes
@@ -37,6 +44,8 @@ from jax.sharding import PartitionSpec as P
 
 SOURCE = Path(__file__).with_name("conv.cc")
 DEFAULT_CACHE = "~/.cache/medjax/kernels"
+#: The vector width below which the kernels are slower than XLA's convolutions.
+FAST_VECTOR_BITS = 512
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 # FFI target names -> symbols in the shared library
 TARGETS = {"medjax_conv": "MedjaxConv", "medjax_conv_weight_grad": "MedjaxConvWeightGrad"}
@@ -90,11 +99,18 @@ def build(path: Path) -> None:
             os.remove(tmp)
 
 
+def _setting() -> str:
+    setting = os.environ.get("MEDJAX_CPU_KERNELS", "auto") or "auto"
+    if setting not in ("auto", "0", "1"):
+        raise ValueError(f"MEDJAX_CPU_KERNELS: expected auto, 0 or 1, got {setting!r}")
+    return setting
+
+
 def available() -> bool:
     """True once the kernels are compiled (or found in the cache), loaded and
     registered with XLA for the CPU; False where that is impossible or
     ``MEDJAX_CPU_KERNELS=0``."""
-    if os.environ.get("MEDJAX_CPU_KERNELS", "1") == "0":
+    if _setting() == "0":
         return False
     if "ok" not in _state:
         try:
@@ -114,15 +130,29 @@ def available() -> bool:
     return _state["ok"]
 
 
+def vector_bits() -> int:
+    """The vector width (bits) the loaded library was built for; 0 when the
+    kernels are not available."""
+    return int(_state["library"].medjax_vector_bits()) if available() else 0
+
+
+def enabled() -> bool:
+    """Whether callers use the kernels: available, and built for AVX-512
+    (``MEDJAX_CPU_KERNELS=1``: wherever available)."""
+    if not available():
+        return False
+    return _setting() == "1" or vector_bits() >= FAST_VECTOR_BITS
+
+
 def supports(x: jnp.ndarray, kernel_shape: tuple[int, ...]) -> bool:
     """Whether :func:`conv` and :func:`conv_weight_grad` handle ``x`` with a kernel
     of ``kernel_shape``: 2D or 3D channels-last float32, odd kernel sizes, output
-    channels a multiple of 16, the CPU backend, and the kernels available."""
+    channels a multiple of 16, the CPU backend, and the kernels :func:`enabled`."""
     *k, _, out = kernel_shape
     return (jax.default_backend() == "cpu" and x.ndim in (4, 5)
             and len(k) == x.ndim - 2 and x.dtype == jnp.float32
             and all(size % 2 == 1 for size in k) and int(np.prod(k[:-1])) <= 64
-            and out % LANES == 0 and available())
+            and out % LANES == 0 and enabled())
 
 
 def _conv_call(x, kernel):

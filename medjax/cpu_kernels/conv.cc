@@ -307,5 +307,17 @@ auto TwoBuffersToOne() {
 
 }  // namespace
 
+// The vector width the library was built for (-march=native): the tiles above
+// keep their accumulators in registers only with AVX-512's 32 zmm registers.
+extern "C" int medjax_vector_bits() {
+#ifdef __AVX512F__
+  return 512;
+#elif defined(__AVX__)
+  return 256;
+#else
+  return 128;
+#endif
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConv, ConvHandler, TwoBuffersToOne());
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MedjaxConvWeightGrad, WeightGradHandler, TwoBuffersToOne());

@@ -37,6 +37,32 @@ def _reference(x, kernel):
                                     dimension_numbers=(f"N{spec}C", f"{spec}IO", f"N{spec}C"))
 
 
+@pytest.fixture(autouse=True)
+def _kernels_on(monkeypatch):
+    # wherever they build (`auto` uses them only where built for AVX-512)
+    monkeypatch.setenv("MEDJAX_CPU_KERNELS", "1")
+
+
+@needs_compiler
+def test_auto_uses_the_kernels_only_where_built_for_avx512(monkeypatch):
+    assert cpu_kernels.available() and cpu_kernels.enabled()  # "1": wherever built
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f" in f.read()
+    # -march=native builds for this CPU's vector registers
+    assert (cpu_kernels.vector_bits() == 512) == avx512
+    monkeypatch.delenv("MEDJAX_CPU_KERNELS")
+    assert cpu_kernels.enabled() == avx512
+    x, kernel = _random((2, 6, 70, 16)), _random((3, 3, 16, 32), 1)
+    assert cpu_kernels.supports(x, kernel.shape) == avx512
+    hlo = jax.jit(fast_layers.conv_cpu).lower(x, kernel).as_text()
+    assert ("medjax_conv" in hlo) == avx512
+    monkeypatch.setenv("MEDJAX_CPU_KERNELS", "0")
+    assert not cpu_kernels.enabled()
+    monkeypatch.setenv("MEDJAX_CPU_KERNELS", "yes")
+    with pytest.raises(ValueError, match="MEDJAX_CPU_KERNELS: expected auto, 0 or 1"):
+        cpu_kernels.enabled()
+
+
 @needs_compiler
 def test_kernels_build_load_and_are_used():
     assert cpu_kernels.available()

@@ -18,6 +18,13 @@ from medjax.models.unet import UNet
 from medjax.runtime import compiler_options, enable_compilation_cache
 
 RTOL, ATOL = 1e-4, 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on(monkeypatch):
+    # the C++ kernels wherever they build, not only where `auto` picks them
+    # (AVX-512), so their values and gradients are checked on every CPU
+    monkeypatch.setenv("MEDJAX_CPU_KERNELS", "1")
 OPTIONS = {"plain": None, "ynn": compiler_options("cpu")}
 
 
