@@ -1,10 +1,12 @@
 """``medjax-register fixed=A.nii.gz moving=B.nii.gz output=DIR [method=[...]]``:
-similarity-driven iterative registration of an image pair, written in the
-formats ITK-based tools read (``medjax.inferers.registration``)."""
+similarity-driven iterative registration of an image pair, or a trained
+network's (``method=learned run_dir=DIR``, after any linear stages), written in
+the formats ITK-based tools read (``medjax.inferers.registration``)."""
 
 import sys
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from medjax.cli.common import (
@@ -22,12 +24,22 @@ def _methods(cfg: DictConfig):
     from medjax.tasks.registration import IterativeRegistration
 
     stages = cfg.method
-    stages = [stages] if isinstance(stages, str) else list(stages)
+    stages = [str(stage) for stage in ([stages] if isinstance(stages, str) else stages)]
+    files.check_stages(stages)
+    if "learned" in stages and cfg.run_dir is None:
+        raise ConfigError("method: the learned stage needs run_dir=DIR, a medjax-train "
+                          "task=registration run")
+    if "learned" not in stages and cfg.run_dir is not None:
+        raise ConfigError(f"run_dir={cfg.run_dir}: only the learned stage reads a run; "
+                          "add it to method, e.g. method=learned or method=[affine,learned]")
     options = {"num_bins": int(cfg.num_bins)} if cfg.similarity == "mi" else {}
     if cfg.similarity == "lncc":
         options = {"window": int(cfg.window)}
     methods = []
     for stage in stages:
+        if stage == "learned":  # restored once the images are read
+            methods.append(stage)
+            continue
         try:
             methods.append(IterativeRegistration(
                 transform=str(stage), similarity=str(cfg.similarity),
@@ -39,7 +51,6 @@ def _methods(cfg: DictConfig):
             ))
         except ValueError as error:
             raise ConfigError(str(error)) from None
-    files.check_stages(methods)
     return methods
 
 
@@ -68,6 +79,8 @@ def _register(cfg: DictConfig) -> None:
                 f"{moving.shape}"
             )
     compilation_cache(cfg)
+    if "learned" in methods:
+        methods[-1] = _learned_stage(cfg, fixed_volume, moving_volume, fixed, moving)
     ndim = fixed.ndim
     spacing = world.voxel_spacing(fixed_volume.affine, ndim)
     fixed_input = files.normalize(fixed) if cfg.normalize else fixed
@@ -84,6 +97,22 @@ def _register(cfg: DictConfig) -> None:
     print(f"registered {cfg.moving} {moving.shape} onto {cfg.fixed} {fixed.shape}; "
           f"folding {100 * folding:.3f}% of voxels")
     print("wrote " + ", ".join(str(path) for path in written.values()))
+
+
+def _learned_stage(cfg, fixed_volume, moving_volume, fixed, moving):
+    """The network of run ``cfg.run_dir`` as the last stage, and a note when the
+    images' voxels are not the size it was trained at."""
+    from medjax.inferers import learned_registration
+
+    model = learned_registration.load_learned(str(cfg.run_dir), cfg.checkpoint)
+    if model.spacing is not None and fixed_volume.source != "png":
+        trained = np.asarray(model.spacing[: fixed.ndim])
+        given = np.asarray(fixed_volume.spacing[: fixed.ndim])
+        if trained.shape == given.shape and np.any(np.abs(given / trained - 1) > 0.25):
+            print(f"note: {cfg.run_dir} was trained on {tuple(trained.round(2))} mm voxels; "
+                  f"fixed={cfg.fixed} has {tuple(given.round(2))} mm")
+    print(f"learned stage: step {model.step} of {cfg.run_dir}")
+    return model.stage(fixed_volume, moving_volume, fixed, moving)
 
 
 def main() -> None:

@@ -37,8 +37,12 @@ class CTWindow:
         return preprocess.ct_window(hu, self.center, self.width)
 
 
+#: The phantoms' MR intensities (arbitrary units) are divided by this.
+MR_SCALE = 1000.0
+
+
 def phantom_example(
-    window: CTWindow, *, image_is_ct: bool = True, mr_scale: float = 1000.0
+    window: CTWindow, *, image_is_ct: bool = True, mr_scale: float = MR_SCALE
 ) -> Callable[[Example], Example]:
     """Converts a ``medjax_phantoms`` record to the batch convention: ``image``
     through ``window`` when it is CT (HU), else divided by ``mr_scale`` like

@@ -22,7 +22,7 @@ import numpy as np
 from medjax.data import io
 from medjax.data.io.volume import Volume, format_error
 from medjax.errors import ConfigError
-from medjax.tasks.registration import IterativeRegistration, transforms, world
+from medjax.tasks.registration import transforms, world
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,26 +115,31 @@ def initial_map(fixed: np.ndarray, moving: np.ndarray, fixed_affine: np.ndarray,
     return np.linalg.inv(a_moving) @ shift @ a_fixed
 
 
-def check_stages(methods: list[IterativeRegistration]) -> None:
-    """Stages chain through their linear maps: a deformable one must be last.
+#: The stage names that must come last: a deformable transform, or the learned
+#: network (``inferers.learned_registration``), which reads the images itself.
+LAST_STAGES = (*transforms.DEFORMABLE, "learned")
+
+
+def check_stages(stages: list[str]) -> None:
+    """Stages (transform names) chain through their linear maps: a deformable
+    or learned one must be last.
 
     Raises:
-        ConfigError: a deformable stage before another.
+        ConfigError: no stage, or a deformable or learned stage before another.
     """
-    if not methods:
+    if not stages:
         raise ConfigError("method: expected at least one stage, e.g. [rigid, affine]")
-    for method in methods[:-1]:
-        if method.transform in transforms.DEFORMABLE:
-            raise ConfigError(
-                f"method: a deformable stage ({method.transform}) must come last"
-            )
+    for stage in stages[:-1]:
+        if stage in LAST_STAGES:
+            raise ConfigError(f"method: a {'learned' if stage == 'learned' else 'deformable'} "
+                              f"stage ({stage}) must come last")
 
 
 def register_arrays(
     fixed: np.ndarray,
     moving: np.ndarray,
     first_map: np.ndarray,
-    methods: list[IterativeRegistration],
+    methods: list,
     spacing: tuple[float, ...] | None = None,
 ) -> FileRegistration:
     """Run the stages in turn on one pair of (normalised) arrays.
@@ -142,14 +147,15 @@ def register_arrays(
     Args:
         fixed: ``[*S]``; moving: ``[*M]`` (another grid allowed).
         first_map: the first stage's initial voxel map.
-        methods: one ``IterativeRegistration`` per stage; a deformable stage
-            must be the last.
+        methods: one ``IterativeRegistration`` per stage (or, last, a
+            ``learned_registration.LearnedStage``); a deformable stage must be
+            the last.
         spacing: the fixed image's voxel size (mm), for linear transforms.
     """
     import jax
     import jax.numpy as jnp
 
-    check_stages(methods)
+    check_stages([method.transform for method in methods])
     matrix = np.asarray(first_map, np.float32)
     stages, out = [], None
     fixed_batch = jnp.asarray(fixed)[None, ..., None]

@@ -79,11 +79,16 @@ class Segmenter:
         return back(labels).astype(np.uint8)
 
     def _normalize(self, volume: io.Volume, array: np.ndarray) -> np.ndarray:
-        if volume.source == "png":
-            # A PNG is taken as a display rendering of the training window: grey
-            # levels 0..255 map linearly to the window's [-1, 1].
-            return (array.astype(np.float32) / 255.0) * 2.0 - 1.0
-        return np.asarray(self.normalize(array), np.float32)
+        return model_intensities(volume, array, self.normalize)
+
+
+def model_intensities(volume: io.Volume, array: np.ndarray, normalize) -> np.ndarray:
+    """``array`` of ``volume`` as a model trained with ``normalize`` saw its
+    inputs: a PNG is taken as a display rendering of the training window (grey
+    levels 0..255 to [-1, 1]); other images go through ``normalize``."""
+    if volume.source == "png":
+        return (np.asarray(array, np.float32) / 255.0) * 2.0 - 1.0
+    return np.asarray(normalize(np.asarray(array, np.float32)), np.float32)
 
 
 def check_input(volume: io.Volume, spatial_dims: int) -> int:
@@ -141,11 +146,12 @@ def _back_to_grid(labels: np.ndarray, resampled: io.Volume, original: io.Volume)
 
 
 def restore_model(model, tx, run_dir: str, checkpoint="best", *, best_metric=None,
-                  best_mode="max", seed: int = 0):
+                  best_mode="max", seed: int = 0, channels: int = 1):
     """The training state of checkpoint ``checkpoint`` of ``run_dir`` for
-    ``model`` and its step (shared by every predictor of ``medjax-predict``)."""
+    ``model`` (reading ``channels`` input channels) and its step (shared by
+    every predictor of ``medjax-predict`` and ``medjax-register``)."""
     spatial_dims = getattr(model, "spatial_dims", 2)
-    sample = jnp.zeros((1,) + (16,) * spatial_dims + (1,), jnp.float32)
+    sample = jnp.zeros((1,) + (16,) * spatial_dims + (channels,), jnp.float32)
     template = jax.jit(lambda key: create_train_state(model, tx, sample, key))(
         jax.random.key(seed)
     )
