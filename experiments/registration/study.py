@@ -258,7 +258,7 @@ def figure(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     sets = [s for s in PAIR_SETS if any(r["pairs"] == s for r in rows)]
-    fig, axes = plt.subplots(1, len(sets), figsize=(6.2 * len(sets), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(8.2 * len(sets), 4.6), squeeze=False)
     for ax, pair_set in zip(axes[0], sets):
         chosen = [r for r in rows if r["pairs"] == pair_set and r["seconds_per_pair"] > 0]
         for i, method in enumerate(dict.fromkeys(r["method"] for r in chosen)):
@@ -267,20 +267,28 @@ def figure(rows: list[dict], path: str) -> None:
             y = [r["dice"] for r in group]
             marker = "o" if "seed" in group[0] else "s"
             ax.errorbar(x, np.mean(y), yerr=np.std(y, ddof=1) if len(y) > 1 else None,
-                        fmt=marker, color=f"C{i % 10}", capsize=3, label=method)
+                        fmt=marker, color=plt.cm.tab20(i % 20), capsize=3, label=method)
         start = next(r for r in rows if r["pairs"] == pair_set)["initial_dice"]
         ax.axhline(start, color="grey", ls=":", lw=1, label="no registration")
         ax.set_xscale("log")
         ax.set_xlabel("seconds per pair (this CPU)")
         ax.set_ylabel("Dice of warped organ labels")
         ax.set_title(pair_set.replace("_", "↔").replace("ct↔mr", "CT↔MR"))
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(alpha=0.3)
     fig.suptitle("Registration study: accuracy against speed (learned: mean ± sd over 3 "
                  "seeds; squares: deterministic methods)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def redraw(path: str) -> None:
+    """The table and figure again from a results file (no registration run)."""
+    with open(path) as f:
+        rows = json.load(f)
+    figure(rows, os.path.join(HERE, "study.png"))
+    print(table(rows))
 
 
 def main():
