@@ -104,12 +104,9 @@ def _apply_stage(apply, task, fixed, moving, matrix):
     field = task.displacement(outputs, pair)
     warped = task.warp(pair["moving"], field)
 
-    def loss(image):  # both backgrounds at zero, as the task trains (lncc's padding)
-        axes = tuple(range(1, image.ndim))
+    def loss(image):  # both backgrounds at zero, as the task trains
         return registration_losses.similarity_loss(
-            task.similarity,
-            pair["fixed"] - jnp.min(pair["fixed"], axis=axes, keepdims=True),
-            image - jnp.min(pair["moving"], axis=axes, keepdims=True),
+            task.similarity, *task._background_at_zero(pair["fixed"], image, pair),
             **dict(task.similarity_options),
         )
 
