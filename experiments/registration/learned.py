@@ -90,15 +90,22 @@ def row(method, pair_set, task, outputs, pairs, seconds, **extra) -> dict:
     return result
 
 
-def learned_row(run_dir: str, count: int):
+def restored(run_dir: str):
+    """The run of ``run_dir`` (its config and built parts), its best checkpoint's
+    network as a jitted ``apply`` and that checkpoint's step."""
     cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
     run = build_run(cfg)
     mesh = sharding.data_mesh(jax.devices()[:1])
     state = init_state(run.model, run.tx, run.data, run.task, mesh, cfg.get("seed", 0))
     state, step = restore_checkpoint(state, run_dir, "best", best_metric="dice")
+    apply = jax.jit(lambda x: state.apply_fn(state.variables(), x, train=False))
+    return cfg, run, apply, step
+
+
+def learned_row(run_dir: str, count: int):
+    cfg, run, apply, step = restored(run_dir)
     pairs = test_pairs(run.task, run.data, count)
     inputs = run.task.inputs(pairs)
-    apply = jax.jit(lambda x: state.apply_fn(state.variables(), x, train=False))
     outputs, seconds = timed(apply, inputs)
     name = os.path.basename(os.path.normpath(run_dir))
     pair_set = _pair_set(run.task)

@@ -32,7 +32,6 @@ import os
 import sys
 import time
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -157,27 +156,11 @@ def learned_rows(task, pairs, pair_set, runs: str) -> list[dict]:
         if wanted != pair_set:
             continue
         for run_dir in run_dirs(runs, experiment, extra):
-            apply, step, seed = _restored(run_dir)
+            cfg, _, apply, step = learned.restored(run_dir)
             outputs, seconds = learned.timed(apply, task.inputs(pairs))
             rows.append(learned.row(method, pair_set, task, outputs, pairs, seconds,
-                                    run_dir=run_dir, step=step, seed=seed))
+                                    run_dir=run_dir, step=step, seed=cfg.get("seed", 0)))
     return rows
-
-
-def _restored(run_dir: str):
-    from omegaconf import OmegaConf
-
-    from medjax.engine import sharding
-    from medjax.engine.evaluate import restore_checkpoint
-    from medjax.engine.state import init_state
-
-    cfg = OmegaConf.load(os.path.join(run_dir, "config.yaml"))
-    run = build_run(cfg)
-    state = init_state(run.model, run.tx, run.data, run.task,
-                       sharding.data_mesh(jax.devices()[:1]), cfg.get("seed", 0))
-    state, step = restore_checkpoint(state, run_dir, "best", best_metric="dice")
-    apply = jax.jit(lambda x: state.apply_fn(state.variables(), x, train=False))
-    return apply, step, cfg.get("seed", 0)
 
 
 def mni_rows(count: int) -> list[dict]:
