@@ -16,10 +16,10 @@ from medjax.config.build import build
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="show")
 @reports_errors("medjax-show")
 def _show(cfg: DictConfig) -> None:
-    import jax
     import numpy as np
 
     from medjax.data import pipeline
+    from medjax.runtime import random_key
     from medjax.viz.samples import augment_for_display, layout, sample_grid
 
     quiet_libraries()
@@ -38,7 +38,7 @@ def _show(cfg: DictConfig) -> None:
         augmented = None
         if augment is not None:
             augmented = augment_for_display(
-                augment, jax.random.key(cfg.seed), batch, data.schema
+                augment, random_key(cfg.seed), batch, data.schema
             )
     except ValueError as error:
         fail("medjax-show", error)

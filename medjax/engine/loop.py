@@ -24,6 +24,7 @@ from medjax.engine.run_lock import holds_run_dir
 from medjax.engine.state import TrainState, count_params, init_state
 from medjax.engine.step import compile_steps
 from medjax.errors import ConfigError, NonFiniteError
+from medjax.runtime import random_key
 from medjax.viz.curves import plot_curves
 
 
@@ -167,7 +168,7 @@ def train(
 
     train_fn, eval_fn = compile_steps(task, mesh, augment)
     state = init_state(model, tx, data, task, mesh, seed)
-    step_key = jax.random.fold_in(jax.random.key(seed), 1)
+    step_key = jax.random.fold_in(random_key(seed), 1)
     checkpoints = Checkpoints(
         os.path.join(run_dir, "checkpoints"), keep_last=keep_checkpoints,
         best_metric=best_metric, best_mode=best_mode, set_aside_unreadable=True,

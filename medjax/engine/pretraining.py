@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from medjax.engine.fit_arrays import fit_arrays
+from medjax.runtime import random_key
 from medjax.tasks.generative.rbm import RBMTask, preprocess
 
 # -- restricted Boltzmann machines and deep belief nets
@@ -179,7 +180,7 @@ def train_stacked_autoencoder(
         ``mse_after_finetuning``.
     """
     images = jnp.asarray(images, jnp.float32)
-    key = jax.random.key(seed)
+    key = random_key(seed)
     params = dict(model.init(jax.random.fold_in(key, 0), images[:1], train=False)["params"])
     tx = optax.adam(learning_rate)
     codes = images.reshape(len(images), -1)

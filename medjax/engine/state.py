@@ -10,6 +10,7 @@ import optax
 
 from medjax.data import pipeline
 from medjax.engine import sharding
+from medjax.runtime import random_key
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -97,7 +98,7 @@ def init_state(model, tx, data, task, mesh, seed: int) -> TrainState:
         data.source(data.train_split), [0], data.convert, task.batch_keys
     )
     sample["valid"] = np.ones(1, bool)
-    init_key = jax.random.fold_in(jax.random.key(seed), 0)
+    init_key = jax.random.fold_in(random_key(seed), 0)
 
     def create(key):
         batch = task.prepare_batch(jax.random.fold_in(key, 2), sample, train=True)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import optax
 
 from medjax.losses import masked_mean
-from medjax.runtime import compiler_options
+from medjax.runtime import compiler_options, random_key
 from medjax.engine import sharding
 from medjax.engine.state import TrainState
 
@@ -90,7 +90,7 @@ def eval_step(state: TrainState, batch, *, task):
     def apply(inputs):
         return state.apply_fn(state.variables(), inputs, train=False)
 
-    batch = task.prepare_batch(jax.random.key(0), batch, train=False)
+    batch = task.prepare_batch(random_key(0), batch, train=False)
     outputs = task.predict(apply, task.inputs(batch))
     _, per_example = task.loss(outputs, batch)
     return per_example, task.host_outputs(outputs, batch)

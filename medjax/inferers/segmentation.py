@@ -28,7 +28,7 @@ from medjax.engine.evaluate import restore_checkpoint
 from medjax.engine.state import create_train_state
 from medjax.errors import ConfigError
 from medjax.viz import overlay
-from medjax.runtime import compiler_options
+from medjax.runtime import compiler_options, random_key
 
 # nibabel axis codes of the phantoms' array axes: toward Posterior, Left, Superior.
 DISPLAY_AXES = ("P", "L", "S")
@@ -153,7 +153,7 @@ def restore_model(model, tx, run_dir: str, checkpoint="best", *, best_metric=Non
     spatial_dims = getattr(model, "spatial_dims", 2)
     sample = jnp.zeros((1,) + (16,) * spatial_dims + (channels,), jnp.float32)
     template = jax.jit(lambda key: create_train_state(model, tx, sample, key))(
-        jax.random.key(seed)
+        random_key(seed)
     )
     return restore_checkpoint(
         template, run_dir, checkpoint, best_metric=best_metric, best_mode=best_mode

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from medjax import losses
 from medjax.data import schema as roles
+from medjax.runtime import FLAT_THREEFRY, random_key
 from medjax.tasks.base import Batch
 from medjax.tasks.detection import rcnn_targets
 from medjax.tasks.detection.task import DetectionTask
@@ -132,9 +133,9 @@ class FasterRCNNTask(DetectionTask):
         labels = self.truth_labels(batch, truth["valid"])
         count = batch[self.image_key].shape[0]
         if SAMPLING_KEY in batch:
-            keys = jax.random.wrap_key_data(batch[SAMPLING_KEY])
+            keys = jax.random.wrap_key_data(batch[SAMPLING_KEY], impl=FLAT_THREEFRY)
         else:
-            keys = jax.random.split(jax.random.key(0), count)
+            keys = jax.random.split(random_key(0), count)
         rpn_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
         roi_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
         objectness, rpn_box = jax.vmap(

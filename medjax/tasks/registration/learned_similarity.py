@@ -25,6 +25,7 @@ import optax
 
 from medjax.engine.fit_arrays import fit_arrays
 from medjax.models.similarity import PatchSimilarityNet
+from medjax.runtime import random_key
 
 
 def sample_patch_pairs(
@@ -146,7 +147,7 @@ def train_learned_similarity(
     moving = jnp.asarray(moving, jnp.float32)
     model = model or PatchSimilarityNet(spatial_dims=fixed.ndim - 1)
     patch = model.receptive_field
-    key = jax.random.PRNGKey(seed)
+    key = random_key(seed)
     init_key, data_key = jax.random.split(key)
     dummy = jnp.zeros((1,) + (patch,) * (fixed.ndim - 1) + (2,))
     params = model.init(init_key, dummy)["params"]

@@ -47,6 +47,7 @@ from medjax.losses import registration as registration_losses
 from medjax.metrics import registration as registration_metrics
 from medjax.ops import displacement as dense_fields
 from medjax.ops import spatial
+from medjax.runtime import random_key
 from medjax.tasks.base import Batch, Task
 
 #: The prepared batch's fields and their roles.
@@ -75,7 +76,7 @@ def example_keys(images: jnp.ndarray, seed: int = 0) -> jax.Array:
     positions = jnp.arange(values.shape[1], dtype=jnp.uint32)
     pattern = positions * jnp.uint32(2654435761) + jnp.uint32(0x9E3779B9)
     hashes = jnp.sum(values * pattern, axis=1, dtype=jnp.uint32)
-    base = jax.random.key(seed)
+    base = random_key(seed)
     return jax.vmap(lambda h: jax.random.fold_in(base, h))(hashes)
 
 
