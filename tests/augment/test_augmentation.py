@@ -19,6 +19,7 @@ from medjax.config import CONFIG_DIR
 from medjax.config.build import ConfigError, build
 from medjax.data import schema
 from medjax.ops import spatial
+from medjax.runtime import random_key
 
 SHAPES = {2: (21, 19), 3: (11, 9, 7)}
 # The roles of the fields moved: ((key, Role), ...) as Task.batch_roles() gives.
@@ -111,7 +112,7 @@ def assert_batches_equal(got, expected):
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_all_parts_off_returns_the_batch_unchanged(ndim):
     batch = random_batch(ndim)
-    out = Augmentation()(jax.random.key(0), batch, FIELDS)
+    out = Augmentation()(random_key(0), batch, FIELDS)
     assert_batches_equal(out, batch)
 
 
@@ -119,10 +120,10 @@ def test_all_off_passes_batches_without_images_through():
     # augment=none with tabular data: nothing to move, nothing checked.
     batch = {"features": jnp.ones((4, 30)), "valid": jnp.ones(4, bool)}
     tabular = (("features", schema.TABULAR),)
-    out = Augmentation()(jax.random.key(0), batch, tabular)
+    out = Augmentation()(random_key(0), batch, tabular)
     assert out is not batch and out["features"] is batch["features"]
     with pytest.raises(ValueError, match="no image, label_map, .* features 'features'"):
-        Augmentation(noise_probability=0.5)(jax.random.key(0), batch, tabular)
+        Augmentation(noise_probability=0.5)(random_key(0), batch, tabular)
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
@@ -131,7 +132,7 @@ def test_parts_that_are_drawn_but_off_leave_the_example_exactly(ndim):
     # them (here: flip on an axis that is never allowed) pass through exactly.
     batch = random_batch(ndim)
     out = Augmentation(flip_probability=1.0, flip_axes=())(
-        jax.random.key(0), batch, FIELDS
+        random_key(0), batch, FIELDS
     )
     assert_batches_equal(out, batch)
 
@@ -152,14 +153,14 @@ def test_identity_parameters_leave_fields_in_place(ndim):
         gamma_probability=1.0,
     )
     batch = random_batch(ndim)
-    out = jitted(identity, FIELDS)(jax.random.key(1), batch)
+    out = jitted(identity, FIELDS)(random_key(1), batch)
     np.testing.assert_allclose(out["image"], batch["image"], atol=1e-5)
     np.testing.assert_array_equal(out["mask"], batch["mask"])
     np.testing.assert_allclose(out["points"], batch["points"], atol=1e-5)
     np.testing.assert_array_equal(out["points_valid"], batch["points_valid"])
     # ...while a non-zero rotation does move them.
     rotated = Augmentation(rotation_probability=1.0, rotation_degrees=30.0)
-    moved = jitted(rotated, FIELDS)(jax.random.key(1), batch)
+    moved = jitted(rotated, FIELDS)(random_key(1), batch)
     assert np.abs(moved["image"] - batch["image"]).max() > 0.1
     assert np.abs(moved["points"] - batch["points"]).max() > 0.1
 
@@ -169,9 +170,9 @@ def test_same_key_same_output_different_key_different_output(ndim):
     augment = Augmentation(**EVERYTHING)
     batch = random_batch(ndim)
     run = jitted(augment, FIELDS)
-    first = run(jax.random.key(3), batch)
-    again = run(jax.random.key(3), batch)
-    other = run(jax.random.key(4), batch)
+    first = run(random_key(3), batch)
+    again = run(random_key(3), batch)
+    other = run(random_key(4), batch)
     assert_batches_equal(again, first)
     for name in ("image", "mask", "points"):
         assert not np.array_equal(other[name], first[name]), name
@@ -194,7 +195,7 @@ ELASTIC = {"elastic_probability": 1.0, "elastic_sigma": 4.0, "elastic_magnitude"
 def test_image_mask_and_points_move_together(ndim, elastic):
     settings = {**GEOMETRY, **(ELASTIC if elastic else {})}
     batch = square_batch(ndim)
-    out = jitted(Augmentation(**settings), FIELDS)(jax.random.key(5), batch)
+    out = jitted(Augmentation(**settings), FIELDS)(random_key(5), batch)
     travelled = []
     for i in range(batch["image"].shape[0]):
         point = np.asarray(out["points"][i, 0])
@@ -223,7 +224,7 @@ def test_points_land_where_the_image_moved_their_voxel(ndim, elastic):
         "points": jnp.asarray(center + offsets, jnp.float32),
         "points_valid": jnp.ones((6, 8), bool),
     }
-    out = jitted(Augmentation(**settings), FIELDS_POINTS)(jax.random.key(17), batch)
+    out = jitted(Augmentation(**settings), FIELDS_POINTS)(random_key(17), batch)
     assert bool(out["points_valid"].all())
     for i in range(6):
         read = spatial.sample(out["image"][i], out["points"][i], order=1)
@@ -237,13 +238,13 @@ def test_points_land_where_the_image_moved_their_voxel(ndim, elastic):
 
 def test_masks_keep_their_dtype_and_labels():
     batch = random_batch(2)
-    out = jitted(Augmentation(**EVERYTHING), FIELDS)(jax.random.key(6), batch)
+    out = jitted(Augmentation(**EVERYTHING), FIELDS)(random_key(6), batch)
     assert out["mask"].dtype == jnp.int32
     labels = set(np.unique(out["mask"]).tolist())
     assert labels <= {0, 1, 2, 7} and len(labels) == 4
     assert not np.array_equal(out["mask"], batch["mask"])
     batch["mask"] = batch["mask"] > 0
-    out = jitted(Augmentation(**EVERYTHING), FIELDS)(jax.random.key(6), batch)
+    out = jitted(Augmentation(**EVERYTHING), FIELDS)(random_key(6), batch)
     assert out["mask"].dtype == jnp.bool_ and out["mask"].any()
 
 
@@ -251,7 +252,7 @@ def test_masks_keep_their_dtype_and_labels():
 def test_flip_of_axis_0_is_jnp_flip(ndim):
     batch = random_batch(ndim)
     out = Augmentation(flip_probability=1.0, flip_axes=(0,))(
-        jax.random.key(7), batch, FIELDS
+        random_key(7), batch, FIELDS
     )
     np.testing.assert_array_equal(out["image"], jnp.flip(batch["image"], axis=1))
     np.testing.assert_array_equal(out["mask"], jnp.flip(batch["mask"], axis=1))
@@ -264,9 +265,9 @@ def test_flip_of_axis_0_is_jnp_flip(ndim):
 
 
 def test_flip_is_drawn_per_example_with_its_probability():
-    batch = {"image": jax.random.uniform(jax.random.key(0), (64, 7, 5, 1))}
+    batch = {"image": jax.random.uniform(random_key(0), (64, 7, 5, 1))}
     out = jitted(Augmentation(flip_probability=0.5, flip_axes=(0,)))(
-        jax.random.key(8), batch
+        random_key(8), batch
     )
     flipped = np.all(out["image"] == jnp.flip(batch["image"], axis=1), axis=(1, 2, 3))
     unchanged = np.all(out["image"] == batch["image"], axis=(1, 2, 3))
@@ -280,7 +281,7 @@ def test_background_entering_the_image_is_each_channels_minimum():
     image = rng.uniform(0, 1, (21, 19, 2)).astype(np.float32)
     image[..., 1] += 3.0  # channel minima differ: ~0 and ~3
     zoom_out = Augmentation(zoom_probability=1.0, zoom_range=(0.5, 0.5))
-    out = zoom_out(jax.random.key(0), {"image": jnp.asarray(image)[None]}, IMAGE)[
+    out = zoom_out(random_key(0), {"image": jnp.asarray(image)[None]}, IMAGE)[
         "image"
     ][0]
     center = (np.asarray(image.shape[:2]) - 1) / 2
@@ -300,7 +301,7 @@ def test_background_entering_the_image_is_each_channels_minimum():
 def test_gaussian_noise_has_the_requested_std():
     flat = {"image": jnp.full((2, 201, 199, 1), 0.5, jnp.float32)}
     noisy = Augmentation(noise_probability=1.0, noise_std_range=(0.2, 0.2))
-    out = np.asarray(noisy(jax.random.key(10), flat, IMAGE)["image"])
+    out = np.asarray(noisy(random_key(10), flat, IMAGE)["image"])
     for example in out:
         assert abs(example.std() - 0.2) < 0.005
         assert abs(example.mean() - 0.5) < 0.005
@@ -308,7 +309,7 @@ def test_gaussian_noise_has_the_requested_std():
     # A range draws one std per example inside it.
     ranged = Augmentation(noise_probability=1.0, noise_std_range=(0.05, 0.3))
     flat = {"image": jnp.full((8, 101, 99, 1), 0.5, jnp.float32)}
-    stds = np.asarray(ranged(jax.random.key(11), flat, IMAGE)["image"]).std(
+    stds = np.asarray(ranged(random_key(11), flat, IMAGE)["image"]).std(
         axis=(1, 2, 3)
     )
     assert np.all((stds > 0.045) & (stds < 0.31)) and stds.max() - stds.min() > 0.05
@@ -322,7 +323,7 @@ def test_intensity_rescale_then_shift_by_hand():
         shift_probability=1.0,
         shift_range=(0.5, 0.5),
     )
-    out = rescale(jax.random.key(0), {"image": image[None]}, IMAGE)["image"][0]
+    out = rescale(random_key(0), {"image": image[None]}, IMAGE)["image"][0]
     expected = [[[0.5], [2.5], [-3.5]], [[1.0], [6.5], [1.5]]]
     np.testing.assert_allclose(out, expected, rtol=1e-6)
 
@@ -334,7 +335,7 @@ def test_gamma_of_the_min_max_normalised_image():
     image[..., 2] = 0.7  # constant: unchanged
     gamma = Augmentation(gamma_probability=1.0, gamma_range=(2.0, 2.0))
     out = np.asarray(
-        gamma(jax.random.key(0), {"image": jnp.asarray(image)[None]}, IMAGE)["image"][0]
+        gamma(random_key(0), {"image": jnp.asarray(image)[None]}, IMAGE)["image"][0]
     )
     expected = image.copy()
     for c, (low, high) in enumerate([(1.0, 3.0), (-4.0, 0.0)]):
@@ -352,7 +353,7 @@ def test_gamma_of_the_min_max_normalised_image():
 def test_gaussian_blur_matches_scipy(ndim):
     image = np.random.default_rng(12).uniform(0, 1, (1, *SHAPES[ndim], 2))
     blur = Augmentation(blur_probability=1.0, blur_sigma_range=(1.2, 1.2))
-    out = blur(jax.random.key(0), {"image": jnp.asarray(image, jnp.float32)}, IMAGE)[
+    out = blur(random_key(0), {"image": jnp.asarray(image, jnp.float32)}, IMAGE)[
         "image"
     ]
     expected = scipy.ndimage.gaussian_filter(
@@ -374,7 +375,7 @@ def test_points_pushed_outside_the_image_become_invalid():
         "points_valid": jnp.asarray([[True, True, True, False]]),
     }
     zoom_in = Augmentation(zoom_probability=1.0, zoom_range=(3.0, 3.0))
-    out = zoom_in(jax.random.key(0), batch, FIELDS_POINTS)
+    out = zoom_in(random_key(0), batch, FIELDS_POINTS)
     expected = center + 3.0 * (points - center)
     expected[3] = points[3]  # an invalid row is padding: left as it was
     np.testing.assert_allclose(out["points"][0], expected, atol=1e-4)
@@ -386,7 +387,7 @@ def test_points_pushed_outside_the_image_become_invalid():
 def test_jit_and_independence_from_batch_position(ndim):
     augment = Augmentation(**EVERYTHING)
     batch = random_batch(ndim)
-    key = jax.random.key(13)
+    key = random_key(13)
     out = jitted(augment, FIELDS)(key, batch)
     one = jax.jit(functools.partial(augment.example, schema=FIELDS))
     for i in range(batch["image"].shape[0]):
@@ -405,8 +406,8 @@ def test_jit_and_independence_from_batch_position(ndim):
 def test_eager_and_jitted_agree():
     augment = Augmentation(**GEOMETRY, noise_probability=1.0, noise_std_range=(0, 0.1))
     batch = random_batch(2)
-    eager = augment(jax.random.key(18), batch, FIELDS)
-    compiled = jitted(augment, FIELDS)(jax.random.key(18), batch)
+    eager = augment(random_key(18), batch, FIELDS)
+    compiled = jitted(augment, FIELDS)(random_key(18), batch)
     np.testing.assert_allclose(eager["image"], compiled["image"], atol=1e-5)
     np.testing.assert_allclose(eager["points"], compiled["points"], atol=1e-5)
     assert np.mean(eager["mask"] != compiled["mask"]) < 0.01  # rounding at .5 ties
@@ -415,7 +416,7 @@ def test_eager_and_jitted_agree():
 def test_fields_not_named_pass_through():
     batch = random_batch(2)
     batch["other_image"] = batch["image"] + 1.0
-    out = jitted(Augmentation(**EVERYTHING))(jax.random.key(14), batch)  # image only
+    out = jitted(Augmentation(**EVERYTHING))(random_key(14), batch)  # image only
     for name in ("mask", "points", "points_valid", "label", "other_image"):
         assert out[name].dtype == batch[name].dtype
         np.testing.assert_array_equal(out[name], batch[name])
@@ -426,16 +427,16 @@ def test_bad_batches_are_refused_before_tracing():
     batch = random_batch(2)
     augment = Augmentation(rotation_probability=1.0)
     with pytest.raises(ValueError, match="no field 'seg'"):
-        augment(jax.random.key(0), batch, IMAGE + (("seg", schema.label_map()),))
+        augment(random_key(0), batch, IMAGE + (("seg", schema.label_map()),))
     with pytest.raises(ValueError, match=r"augment.flip_axes=\[2\]"):
         Augmentation(flip_probability=0.5, flip_axes=(2,))(
-            jax.random.key(0), batch, IMAGE
+            random_key(0), batch, IMAGE
         )
     with pytest.raises(ValueError, match="floating-point image"):
-        augment(jax.random.key(0), {"image": batch["mask"][..., None]}, IMAGE)
+        augment(random_key(0), {"image": batch["mask"][..., None]}, IMAGE)
     with pytest.raises(ValueError, match="'points'"):
         augment(
-            jax.random.key(0),
+            random_key(0),
             dict(batch, points=batch["points"][..., :1]),
             FIELDS_POINTS,
         )
@@ -487,7 +488,7 @@ def test_config_builds_and_runs(path):
     augment = build(OmegaConf.load(path), "augment")
     assert isinstance(augment, Augmentation)
     batch = random_batch(2)
-    out = jitted(augment, FIELDS)(jax.random.key(15), batch)
+    out = jitted(augment, FIELDS)(random_key(15), batch)
     for name, value in batch.items():
         assert out[name].shape == value.shape and out[name].dtype == value.dtype
     assert np.isfinite(out["image"]).all()

@@ -14,6 +14,7 @@ from medjax.augment import Augmentation, geometry
 from medjax.data import schema
 from medjax.ops import displacement as dense_fields
 from medjax.ops import spatial
+from medjax.runtime import random_key
 
 IMAGE = (("image", schema.image()),)
 AFFINE = {
@@ -63,7 +64,7 @@ def test_a_flip_reverses_the_flipped_component():
     batch = {"image": jnp.zeros((1, *shape, 1)), "flow": field}
     roles = IMAGE + (("flow", schema.VECTOR),)
     flip = Augmentation(flip_probability=1.0, flip_axes=(0,))
-    out = flip(jax.random.key(0), batch, roles)
+    out = flip(random_key(0), batch, roles)
     np.testing.assert_allclose(out["flow"], np.broadcast_to([-1.0, 0.5], field.shape))
 
 
@@ -95,7 +96,7 @@ def test_a_moved_displacement_still_warps_the_moved_image_onto_the_moved_target(
         ("flow", schema.VECTOR),
     )
     augment = Augmentation(**AFFINE, **(ELASTIC if elastic else {}))
-    out = jitted(augment, roles)(jax.random.key(3), batch)
+    out = jitted(augment, roles)(random_key(3), batch)
     interior = (slice(7, -7), slice(7, -7))
     for i in range(4):
         rewarped = dense_fields.warp_displacement(out["moving"][i], out["flow"][i])
@@ -104,7 +105,7 @@ def test_a_moved_displacement_still_warps_the_moved_image_onto_the_moved_target(
         assert error.max() < 0.04, error.max()
     # Resampled like an image, without turning its vectors, the field misses.
     as_image = tuple((k, schema.image() if k == "flow" else r) for k, r in roles)
-    stale = jitted(augment, as_image)(jax.random.key(3), batch)
+    stale = jitted(augment, as_image)(random_key(3), batch)
     misses = [
         np.abs(
             np.asarray(
@@ -142,7 +143,7 @@ def test_boxes_are_the_box_of_their_moved_corners():
         ("corners", schema.points("corners_valid")),
         ("corners_valid", schema.VALID),
     )
-    out = jitted(Augmentation(**AFFINE), roles)(jax.random.key(4), batch)
+    out = jitted(Augmentation(**AFFINE), roles)(random_key(4), batch)
     moved = np.asarray(out["corners"]).reshape(3, 4, 4, 2)
     expected = np.concatenate([moved.min(-2), moved.max(-2)], -1)
     expected = np.clip(expected, 0, np.tile(np.asarray(shape) - 1, 2))
@@ -165,7 +166,7 @@ def test_a_box_zoomed_out_of_the_image_becomes_invalid():
         ("boxes_valid", schema.VALID),
     )
     zoom = Augmentation(zoom_probability=1.0, zoom_range=(3.0, 3.0))
-    out = zoom(jax.random.key(0), batch, roles)
+    out = zoom(random_key(0), batch, roles)
     np.testing.assert_array_equal(out["boxes_valid"], [[False, True]])
     # The centre box grows by 3 about (10, 10): rows 7..13, columns 4..10.
     np.testing.assert_allclose(out["boxes"][0, 1], [7.0, 4.0, 13.0, 10.0], atol=1e-4)
@@ -199,8 +200,8 @@ def test_a_sequence_of_equal_frames_moves_as_its_single_frame():
     augment = Augmentation(**SEQUENCE)
     timed = (("image", schema.image(time=True)), ("mask", schema.label_map(time=True)))
     still = (("image", schema.image()), ("mask", schema.label_map()))
-    out = jitted(augment, timed)(jax.random.key(5), sequence)
-    alone = jitted(augment, still)(jax.random.key(5), single)
+    out = jitted(augment, timed)(random_key(5), sequence)
+    alone = jitted(augment, still)(random_key(5), single)
     assert out["image"].shape == sequence["image"].shape
     for t in range(frames):
         np.testing.assert_allclose(out["image"][:, t], alone["image"], atol=1e-6)
@@ -218,8 +219,8 @@ def test_instance_maps_move_like_label_maps():
     augment = Augmentation(**AFFINE)
     as_labels = jitted(augment, IMAGE + (("lesions", schema.label_map()),))
     as_instances = jitted(augment, IMAGE + (("lesions", schema.instance_map()),))
-    labels = as_labels(jax.random.key(6), batch)["lesions"]
-    instances = as_instances(jax.random.key(6), batch)["lesions"]
+    labels = as_labels(random_key(6), batch)["lesions"]
+    instances = as_instances(random_key(6), batch)["lesions"]
     np.testing.assert_array_equal(instances, labels)
     assert not np.array_equal(instances, batch["lesions"])
 
@@ -231,16 +232,16 @@ def test_fields_of_other_roles_pass_through():
         "radius": jnp.asarray([2.0, 3.0]),
     }
     roles = IMAGE + (("label", schema.CLASS), ("radius", schema.REGRESSION_TARGET))
-    out = Augmentation(**AFFINE)(jax.random.key(7), batch, roles)
+    out = Augmentation(**AFFINE)(random_key(7), batch, roles)
     assert out["label"] is batch["label"] and out["radius"] is batch["radius"]
 
 
 def test_a_mapping_of_roles_is_accepted_and_bad_entries_are_refused():
     batch = {"image": jnp.ones((1, 7, 6, 1))}
     augment = Augmentation(rotation_probability=1.0, rotation_degrees=10.0)
-    out = augment(jax.random.key(0), batch, {"image": schema.image()})
+    out = augment(random_key(0), batch, {"image": schema.image()})
     assert out["image"].shape == (1, 7, 6, 1)
     with pytest.raises(TypeError, match="schema entries are"):
-        augment(jax.random.key(0), batch, (("image", "image"),))
+        augment(random_key(0), batch, (("image", "image"),))
     with pytest.raises(ValueError, match=r"\[B, T, \*spatial, C\]"):
-        augment(jax.random.key(0), batch, (("image", schema.image(time=True)),))
+        augment(random_key(0), batch, (("image", schema.image(time=True)),))

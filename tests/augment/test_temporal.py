@@ -11,6 +11,7 @@ import pytest
 
 from medjax.augment import Augmentation
 from medjax.data import schema
+from medjax.runtime import random_key
 
 TIMED = (("image", schema.image(time=True)), ("mask", schema.label_map(time=True)))
 STILL = (("image", schema.image()), ("mask", schema.label_map()))
@@ -46,10 +47,10 @@ def test_every_frame_gets_the_transform_of_the_sequence():
     # outside (one fill per sequence: its minimum).
     batch["image"] = batch["image"].at[:, :, 0, 0].set(0.0)
     augment = Augmentation(**GEOMETRY)
-    out = jitted(augment, TIMED)(jax.random.key(3), batch)
+    out = jitted(augment, TIMED)(random_key(3), batch)
     for t in range(batch["image"].shape[1]):
         frame = {"image": batch["image"][:, t], "mask": batch["mask"][:, t]}
-        alone = jitted(augment, STILL)(jax.random.key(3), frame)
+        alone = jitted(augment, STILL)(random_key(3), frame)
         np.testing.assert_allclose(out["image"][:, t], alone["image"], atol=1e-4)
         np.testing.assert_array_equal(out["mask"][:, t], alone["mask"])
     assert not np.allclose(out["image"], batch["image"], atol=1.0)  # moved
@@ -59,7 +60,7 @@ def test_every_frame_gets_the_transform_of_the_sequence():
 
 def test_a_phase_shift_rolls_every_timed_field_by_one_shift_per_example():
     batch = cine(batch=4, frames=6)
-    out = jitted(Augmentation(phase_shift_probability=1.0), TIMED)(jax.random.key(0), batch)
+    out = jitted(Augmentation(phase_shift_probability=1.0), TIMED)(random_key(0), batch)
     shifts = []
     for b in range(4):
         # Which input frame went first: the frames' values are 10 t apart.
@@ -83,7 +84,7 @@ def test_the_ejection_fraction_of_a_shifted_cycle_is_the_same():
     case = beating_heart(np.random.default_rng(0), 32, 8)
     mask = jnp.asarray(case["mask"])[None]
     batch = {"image": jnp.asarray(case["image"], jnp.float32)[None, ..., None], "mask": mask}
-    out = jitted(Augmentation(phase_shift_probability=1.0), TIMED)(jax.random.key(1), batch)
+    out = jitted(Augmentation(phase_shift_probability=1.0), TIMED)(random_key(1), batch)
     assert not np.array_equal(out["mask"], mask)
     areas = (np.asarray(out["mask"][0]) == CINE_LABELS["lv_cavity"]).sum((1, 2))
     assert ejection_fraction(areas) == pytest.approx(float(case["ejection_fraction"]), abs=1e-6)
@@ -92,7 +93,7 @@ def test_the_ejection_fraction_of_a_shifted_cycle_is_the_same():
 def test_a_crop_keeps_consecutive_frames_of_every_timed_field_alike():
     batch = cine(batch=4, frames=7)
     augment = Augmentation(temporal_crop_frames=3, **GEOMETRY)
-    out = jitted(augment, TIMED)(jax.random.key(2), batch)
+    out = jitted(augment, TIMED)(random_key(2), batch)
     assert out["image"].shape == (4, 3, 11, 9, 1) and out["mask"].shape == (4, 3, 11, 9)
     starts = []
     for b in range(4):
@@ -105,7 +106,7 @@ def test_a_crop_keeps_consecutive_frames_of_every_timed_field_alike():
     assert 0 <= min(starts) and max(starts) <= 4 and len(set(starts)) > 1
     # Phase shift then crop: windows that wrap around the cycle.
     both = Augmentation(temporal_crop_frames=7, phase_shift_probability=1.0)
-    wrapped = jitted(both, TIMED)(jax.random.key(2), batch)
+    wrapped = jitted(both, TIMED)(random_key(2), batch)
     assert wrapped["image"].shape == batch["image"].shape
 
 
@@ -118,9 +119,9 @@ def test_temporal_settings_are_checked_and_off_by_default():
         Augmentation(phase_shift_probability=2)
     batch = cine(frames=3)
     with pytest.raises(ValueError, match="temporal_crop_frames=4: the sequences have 3 frames"):
-        Augmentation(temporal_crop_frames=4)(jax.random.key(0), batch, TIMED)
+        Augmentation(temporal_crop_frames=4)(random_key(0), batch, TIMED)
     # Without a time axis no frame moves (augment=cine on 2D slices), the rest
     # of the augmentation still applies.
     still = {"image": batch["image"][:, 0]}
-    out = Augmentation(phase_shift_probability=1.0)(jax.random.key(0), still, STILL[:1])
+    out = Augmentation(phase_shift_probability=1.0)(random_key(0), still, STILL[:1])
     np.testing.assert_array_equal(out["image"], still["image"])

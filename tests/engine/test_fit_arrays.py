@@ -13,6 +13,7 @@ import pytest
 from medjax import metrics
 from medjax.engine.fit_arrays import fit_arrays, fit_by_gradient_descent
 from medjax.models import linear
+from medjax.runtime import random_key
 from tests.models.test_linear import _data
 
 
@@ -69,7 +70,7 @@ def test_minibatch_sgd_reaches_the_normal_equation(order):
     tx = optax.sgd(optax.piecewise_constant_schedule(0.1, {3000: 0.1, 3500: 0.1}))
     fit = fit_arrays(
         _squared_error, {"w": jnp.zeros(5), "b": jnp.zeros(())}, (X, y), tx=tx,
-        steps=4000, batch_size=16, order=order, key=jax.random.key(0), steps_per_call=500,
+        steps=4000, batch_size=16, order=order, key=random_key(0), steps_per_call=500,
     )
     np.testing.assert_allclose(fit.params["w"], w_closed, atol=2e-2)
     assert float(fit.params["b"]) == pytest.approx(float(b_closed), abs=1e-2)
@@ -81,7 +82,7 @@ def test_the_same_key_gives_the_same_result():
     def fit(seed):
         return fit_arrays(
             _squared_error, {"w": jnp.zeros(5), "b": jnp.zeros(())}, (X, y),
-            tx=optax.adam(0.1), steps=20, batch_size=8, key=jax.random.key(seed),
+            tx=optax.adam(0.1), steps=20, batch_size=8, key=random_key(seed),
         )
 
     first, again, other = fit(0), fit(0), fit(1)
@@ -111,7 +112,7 @@ def test_orders_draw_the_rows_they_say():
     for epoch in range(2):
         order = np.random.default_rng([0, epoch]).permutation(10)
         np.testing.assert_array_equal(epochs[3 * epoch : 3 * epoch + 3], order[:9].reshape(3, 3))
-    key = jax.random.key(3)
+    key = random_key(3)
     drawn = run("random", 4, batch_size=4, key=key)
     for i in range(4):
         expected = jax.random.choice(jax.random.fold_in(key, i), 10, (4,), replace=False)
@@ -127,7 +128,7 @@ def test_state_threads_through_the_steps_and_the_key_is_per_step():
         loss = jnp.sum(params * 0.0)
         return loss, ({"draw": jax.random.uniform(key)}, {"count": state["count"] + 1})
 
-    key = jax.random.key(5)
+    key = random_key(5)
     fit = fit_arrays(
         counting, jnp.zeros(()), jnp.zeros((4, 1)), tx=optax.sgd(0.1), steps=5,
         batch_size=2, order="epochs", key=key, state={"count": jnp.zeros((), int)},
@@ -168,7 +169,7 @@ def test_steps_per_call_changes_no_number(order):
     def fit(steps_per_call):
         return fit_arrays(
             _squared_error, {"w": jnp.zeros(5), "b": jnp.zeros(())}, (X, y),
-            tx=optax.adam(0.1), steps=17, batch_size=8, order=order, key=jax.random.key(2),
+            tx=optax.adam(0.1), steps=17, batch_size=8, order=order, key=random_key(2),
             steps_per_call=steps_per_call, callback=lambda done, _: calls.append(done),
         )
 

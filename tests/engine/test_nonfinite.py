@@ -23,6 +23,7 @@ from medjax.engine.step import NONFINITE, compile_steps
 from medjax.errors import ConfigError, NonFiniteError
 from medjax.metrics import average_precision
 from medjax.models.cnn import cnn_tiny
+from medjax.runtime import random_key
 from medjax.tasks.classification.task import ClassificationTask
 from medjax.tasks.reconstruction.anomaly import AnomalyTask
 
@@ -63,7 +64,7 @@ def steps(tiny_data):
 def run_steps(train_fn, state, batches):
     losses = []
     for batch in batches:
-        state, metrics = train_fn(state, batch, jax.random.key(1))
+        state, metrics = train_fn(state, batch, random_key(1))
         losses.append(float(metrics["loss"]))
     return losses, jax.device_get(state), metrics
 
@@ -82,7 +83,7 @@ def test_a_nan_batch_leaves_params_statistics_and_optimizer_state_unchanged(step
     guarded, _, state, batches = steps
     nan_image = np.full(batches[0]["image"].shape, np.nan, np.float32)
     poisoned = {**batches[0], "image": nan_image}
-    new, metrics = guarded(state, poisoned, jax.random.key(1))
+    new, metrics = guarded(state, poisoned, random_key(1))
     # NaN through BatchNorm: the gradient is NaN; the loss too, unless a fused
     # ReLU (a maxnum on XLA's CPU) turned the NaN activations into zeros
     assert int(metrics[NONFINITE]) in (1, 2)
@@ -96,7 +97,7 @@ def test_an_overflowing_gradient_is_named_as_such(steps):
     guarded, _, state, batches = steps
     # huge weights: a finite (huge) loss whose gradient's norm overflows float32
     huge = state.replace(params=jax.tree.map(lambda p: p * 1e20, state.params))
-    new, metrics = guarded(huge, batches[0], jax.random.key(1))
+    new, metrics = guarded(huge, batches[0], random_key(1))
     assert np.isfinite(float(metrics["loss"]))
     assert int(metrics[NONFINITE]) == 2  # the gradient norm
     assert leaves_equal(new.params, huge.params)

@@ -6,6 +6,7 @@ import numpy as np
 from medjax.data import pipeline
 from medjax.augment import Augmentation
 from medjax.models.cnn import cnn_tiny
+from medjax.runtime import random_key
 from medjax.tasks.classification.task import ClassificationTask
 from medjax.engine import sharding
 from medjax.engine.evaluate import evaluate
@@ -23,7 +24,7 @@ def run(devices, data, steps=5):
     # augmentation draws per example: the same on 1 device as on 4
     augment = Augmentation(rotation_probability=0.5, rotation_degrees=10, flip_probability=0.5)
     train_fn, eval_fn = compile_steps(task, mesh, augment)
-    key = jax.random.key(7)
+    key = random_key(7)
     batches = pipeline.train_batches(
         data.source("train"), batch_size=data.batch_size, seed=0, start_step=0,
         num_steps=steps, convert=data.convert, keys=task.batch_keys,

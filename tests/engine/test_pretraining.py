@@ -1,11 +1,11 @@
 """Greedy layer-wise pretraining of a stacked autoencoder (RBM stacks:
 tests/models/test_dbn.py)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from medjax.engine.pretraining import train_stacked_autoencoder
+from medjax.runtime import random_key
 
 
 def test_greedy_layerwise_pretraining_then_fine_tuning():
@@ -15,7 +15,7 @@ def test_greedy_layerwise_pretraining_then_fine_tuning():
     # Images on a 3-dimensional subspace: a stack with a 3-wide code can fit them.
     images = (rng.normal(size=(64, 3)) @ rng.normal(size=(3, 64)) / 4).reshape(64, 8, 8, 1)
     model = StackedAutoencoder(hidden=(24, 12, 3))
-    initial = model.init(jax.random.key(0), jnp.asarray(images[:1]), train=False)
+    initial = model.init(random_key(0), jnp.asarray(images[:1]), train=False)
     before = float(jnp.mean(jnp.square(
         model.apply(initial, jnp.asarray(images), train=False)["reconstruction"] - images
     )))

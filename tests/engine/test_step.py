@@ -11,6 +11,7 @@ from medjax.engine.optim import make_optimizer
 from medjax.engine.state import init_state
 from medjax.engine.step import eval_step, train_step
 from medjax.models.mlp import mlp_tiny
+from medjax.runtime import random_key
 from medjax.tasks.classification.task import ClassificationTask
 
 CORNER = 5
@@ -48,7 +49,7 @@ def test_train_step_draws_the_batch_from_stream_2_of_the_step_key(tiny_data):
     rng = np.random.default_rng(0)
     batch = {"image": jnp.asarray(rng.normal(size=(4, 32, 32, 1)), jnp.float32),
              "label": jnp.array([0, 1, 1, 0]), "valid": jnp.ones(4, bool)}
-    key = jax.random.key(11)
+    key = random_key(11)
     new_state, metrics = jax.jit(lambda s, b, k: train_step(s, b, k, task=task))(
         state, batch, key)
     expected = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key, 3), 2))

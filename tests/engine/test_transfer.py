@@ -24,19 +24,20 @@ from medjax.engine.step import train_step
 from medjax.errors import ConfigError, RunDirectoryError
 from medjax.models.cnn import resnet_tiny
 from medjax.models.groups import Backbone, ParameterGroups, Transferable, groups_of
+from medjax.runtime import random_key
 from medjax.tasks.classification.task import ClassificationTask
 
 SAMPLE = jnp.zeros((1, 12, 12, 1))
 
 
 def init(model, seed: int) -> dict:
-    return dict(model.init(jax.random.key(seed), SAMPLE, train=False))
+    return dict(model.init(random_key(seed), SAMPLE, train=False))
 
 
 def random_variables(model, seed: int) -> dict:
     """Variables shaped like ``model``'s, with random values (as good as an init
     for a loading target, and much cheaper than a Flax init on a busy CPU)."""
-    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), SAMPLE)
+    shapes = jax.eval_shape(partial(model.init, train=False), random_key(0), SAMPLE)
     rng = np.random.default_rng(seed)
     return jax.tree.map(
         lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), dict(shapes)
@@ -62,7 +63,7 @@ def source_run(tmp_path_factory):
     2 (latest), whose params and BatchNorm statistics differ, and a config.yaml."""
     run_dir = str(tmp_path_factory.mktemp("source_run"))
     model = resnet_tiny(num_classes=3)
-    state = create_train_state(model, optax.adam(1e-3), SAMPLE, jax.random.key(0))
+    state = create_train_state(model, optax.adam(1e-3), SAMPLE, random_key(0))
     rng = np.random.default_rng(0)
     # Non-trivial statistics (init has mean 0, var 1 everywhere).
     stats = jax.tree.map(
@@ -446,7 +447,7 @@ def test_declared_stages_of_a_resnet():
     assert backbone.stage_of(("backbone", "stem_norm", "scale")) == 0
     assert backbone.stage_of(("backbone", "stage1_block1", "Conv_0", "kernel")) == 1
     assert backbone.stage_of(("head", "kernel")) is None
-    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), SAMPLE)
+    shapes = jax.eval_shape(partial(model.init, train=False), random_key(0), SAMPLE)
     labels = labels_of(
         transfer.label_parameters(shapes["params"], groups_of(model), "finetune", 1)
     )
@@ -511,9 +512,9 @@ def batch(seed: int = 0) -> dict:
 
 def train(model, tx, steps: int):
     """The initial state and the state after ``steps`` real training steps."""
-    state = create_train_state(model, tx, SAMPLE, jax.random.key(4))
+    state = create_train_state(model, tx, SAMPLE, random_key(4))
     step_fn = jax.jit(partial(train_step, task=TASK))
-    key, new = jax.random.key(5), state
+    key, new = random_key(5), state
     for i in range(steps):
         new, _ = step_fn(new, batch(i), key)
     return state, new

@@ -11,6 +11,7 @@ from medjax.inferers.sliding_window import (
     sliding_window_predict,
     sliding_window_starts,
 )
+from medjax.runtime import random_key
 
 
 def _normal(shape, seed=0):
@@ -93,7 +94,7 @@ def test_window_covering_the_image_reproduces_a_unet():
     model = unet_tiny(num_classes=3, norm="batch")
     images = _normal((2, 12, 9, 1))
     # parameters drawn in numpy: compiling model.init's initialisers is slow on CPU
-    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), images)
+    shapes = jax.eval_shape(partial(model.init, train=False), random_key(0), images)
     rng = np.random.default_rng(1)
     variables = jax.tree.map(
         lambda a: jnp.asarray(0.5 * rng.normal(size=a.shape) + 1.0, jnp.float32),

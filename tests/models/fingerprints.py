@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from medjax.runtime import random_key
+
 
 def cases():
     """``{name: (model, input shape)}``; every model kind and norm kind."""
@@ -96,8 +98,8 @@ def fingerprint(model, shape) -> dict:
     """Summaries of ``init``, the evaluation output, and the training output and
     updated statistics for fixed keys and a fixed input."""
     x = _sample(shape, seed=0)
-    variables = model.init(jax.random.key(0), x, train=False)
-    rngs = {"dropout": jax.random.key(1), "sample": jax.random.key(2)}
+    variables = model.init(random_key(0), x, train=False)
+    rngs = {"dropout": random_key(1), "sample": random_key(2)}
     evaluated = model.apply(variables, x, train=False)
     trained, updates = model.apply(
         variables, x, train=True, rngs=rngs, mutable=["batch_stats"]

@@ -5,6 +5,7 @@ import optax
 import pytest
 
 from medjax.models import autoencoder as ae
+from medjax.runtime import random_key
 
 
 @pytest.mark.parametrize(
@@ -23,10 +24,10 @@ from medjax.models import autoencoder as ae
 def test_output_shapes(model, shape):
     # Shapes only: traced, not run.
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(1), x, train=False), x)
+    variables = jax.eval_shape(lambda x: model.init(random_key(1), x, train=False), x)
     out, _ = jax.eval_shape(
         lambda v, x: model.apply(
-            v, x, train=True, rngs={"sample": jax.random.key(2)}, mutable=["batch_stats"]
+            v, x, train=True, rngs={"sample": random_key(2)}, mutable=["batch_stats"]
         ),
         variables, x,
     )
@@ -39,8 +40,8 @@ def test_output_shapes(model, shape):
 
 def test_encode_and_decode_compose_to_the_call():
     model = ae.autoencoder_tiny()
-    x = jax.random.normal(jax.random.key(0), (2, 15, 21, 1))
-    variables = model.init(jax.random.key(1), x, train=False)
+    x = jax.random.normal(random_key(0), (2, 15, 21, 1))
+    variables = model.init(random_key(1), x, train=False)
     z = model.apply(variables, x, method="encode")
     y = model.apply(variables, z, shape=(15, 21), method="decode")
     np.testing.assert_allclose(y, model.apply(variables, x, train=False)["reconstruction"], atol=1e-6)
@@ -48,19 +49,19 @@ def test_encode_and_decode_compose_to_the_call():
 
 def test_vae_samples_in_training_and_uses_the_mean_at_evaluation():
     model = ae.vae_tiny()
-    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 1))
-    variables = model.init(jax.random.key(1), x, train=False)
+    x = jax.random.normal(random_key(0), (2, 16, 16, 1))
+    variables = model.init(random_key(1), x, train=False)
     evaluation = model.apply(variables, x, train=False)
     np.testing.assert_array_equal(evaluation["latent"], evaluation["mean"])
     first, second = (
-        model.apply(variables, x, train=True, rngs={"sample": jax.random.key(k)})
+        model.apply(variables, x, train=True, rngs={"sample": random_key(k)})
         for k in (3, 4)
     )
     assert not np.allclose(first["latent"], second["latent"])
     np.testing.assert_array_equal(first["mean"], evaluation["mean"])
     # z - mean is standard normal noise scaled by the posterior standard deviation.
     draws = model.apply(
-        variables, jnp.repeat(x[:1], 256, 0), train=True, rngs={"sample": jax.random.key(5)}
+        variables, jnp.repeat(x[:1], 256, 0), train=True, rngs={"sample": random_key(5)}
     )
     eps = (draws["latent"] - draws["mean"]) / jnp.exp(0.5 * draws["log_variance"])
     assert abs(float(eps.mean())) < 0.1 and abs(float(eps.std()) - 1) < 0.1
@@ -69,15 +70,15 @@ def test_vae_samples_in_training_and_uses_the_mean_at_evaluation():
 def test_wrong_rank_names_the_model():
     model = ae.autoencoder_tiny(spatial_dims=3)
     with pytest.raises(ValueError, match=r"ConvAutoencoder\(spatial_dims=3\)"):
-        model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+        model.init(random_key(0), jnp.zeros((1, 8, 8, 1)), train=False)
 
 
 def test_encoder_transfers_to_a_classifier():
     autoencoder = ae.autoencoder_tiny()
     x = jnp.ones((1, 16, 16, 1))
-    trained = autoencoder.init(jax.random.key(0), x, train=False)
+    trained = autoencoder.init(random_key(0), x, train=False)
     classifier = ae.EncoderClassifier(num_classes=3, widths=(4, 8), latent=8)
-    fresh = classifier.init(jax.random.key(1), x, train=False)
+    fresh = classifier.init(random_key(1), x, train=False)
     moved = ae.transfer_encoder(fresh, trained)
     same = jax.tree.map(np.array_equal, moved["params"]["encoder"], trained["params"]["encoder"])
     assert all(jax.tree.leaves(same))
@@ -93,7 +94,7 @@ def test_encoder_transfers_to_a_classifier():
     )
     other = ae.EncoderClassifier(num_classes=3, widths=(4, 16), latent=8)
     with pytest.raises(ValueError, match="encoder shapes differ"):
-        ae.transfer_encoder(other.init(jax.random.key(1), x, train=False), trained)
+        ae.transfer_encoder(other.init(random_key(1), x, train=False), trained)
 
 
 def _blobs(key, count, size):
@@ -107,9 +108,9 @@ def _blobs(key, count, size):
 @pytest.mark.parametrize("factory", [ae.autoencoder_tiny, ae.dense_autoencoder_tiny])
 def test_a_tiny_autoencoder_reconstructs_better_after_training(factory):
     model = factory()
-    images = _blobs(jax.random.key(0), 32, 16)
-    held_out = _blobs(jax.random.key(1), 16, 16)
-    params = model.init(jax.random.key(2), images[:1], train=False)["params"]
+    images = _blobs(random_key(0), 32, 16)
+    held_out = _blobs(random_key(1), 16, 16)
+    params = model.init(random_key(2), images[:1], train=False)["params"]
     tx = optax.adam(3e-3)
 
     def mse(params, x):

@@ -15,6 +15,7 @@ from medjax.models.sequence.captioner import (
     captioner_tiny,
     greedy_search,
 )
+from medjax.runtime import random_key
 
 PAD, BOS, EOS, A, B = range(5)
 
@@ -100,7 +101,7 @@ def random_variables(model, *inputs):
     """Variables of ``model``'s shapes, drawn at random (its init is slow to run
     and the properties tested hold for any weights): parameters N(0, 0.5^2),
     BatchNorm statistics mean 0, variance 1."""
-    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), inputs)
+    shapes = jax.eval_shape(partial(model.init, train=False), random_key(0), inputs)
     # numpy draws: one jax.random call per shape would compile once per shape.
     rng = np.random.default_rng(3)
     leaves, tree = jax.tree_util.tree_flatten_with_path(shapes)
@@ -187,7 +188,7 @@ def test_every_step_conditioning_and_bad_options():
     with pytest.raises(ValueError, match="model.image_input"):
         jax.eval_shape(
             captioner_tiny(vocab_size=9, image_input="cross_attention").init,
-            jax.random.key(0),
+            random_key(0),
             (image, tokens),
         )
 
@@ -201,7 +202,7 @@ def test_parameter_groups_name_the_backbone_stages_of_an_unbound_model():
         ("backbone/stage1_block0",),
     )
     shapes = jax.eval_shape(
-        model.init, jax.random.key(0), (jnp.ones((1, 8, 8, 1)), jnp.ones((1, 2), int))
+        model.init, random_key(0), (jnp.ones((1, 8, 8, 1)), jnp.ones((1, 2), int))
     )
     for stage in backbone.stages:
         for path in stage:

@@ -9,6 +9,7 @@ import pytest
 from medjax.models.dbn import DBNClassifier, copy_rbm_weights, save_rbm_stack
 from medjax.models.rbm import RBM
 from medjax.engine.pretraining import pretrain_dbn
+from medjax.runtime import random_key
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def pretrained():
     images = np.random.default_rng(0).random((48, 4, 5, 1)).astype(np.float32)
     rbms = [RBM(num_hidden=6), RBM(num_hidden=3)]
     layers, histories = pretrain_dbn(
-        rbms, images, tx=optax.sgd(0.1), epochs=2, batch_size=8, key=jax.random.key(0),
+        rbms, images, tx=optax.sgd(0.1), epochs=2, batch_size=8, key=random_key(0),
         threshold=0.5,
     )
     return images, layers, histories
@@ -32,12 +33,12 @@ def test_greedy_stack_shapes(pretrained):
 def test_weights_are_copied_exactly(pretrained, tmp_path):
     images, layers, _ = pretrained
     model = DBNClassifier(num_classes=3, hidden_sizes=(6, 3), threshold=0.5)
-    params = model.init(jax.random.key(1), images[:1], train=False)["params"]
+    params = model.init(random_key(1), images[:1], train=False)["params"]
     copied = copy_rbm_weights(params, layers)
     path = str(tmp_path / "stack.npz")
     save_rbm_stack(path, layers)
     loaded = DBNClassifier(num_classes=3, hidden_sizes=(6, 3), threshold=0.5, pretrained=path)
-    from_file = loaded.init(jax.random.key(1), images[:1], train=False)["params"]
+    from_file = loaded.init(random_key(1), images[:1], train=False)["params"]
     for index, rbm in enumerate(layers):
         for tree in (copied, from_file):
             np.testing.assert_array_equal(tree[f"layer_{index}"]["kernel"], rbm["params"]["kernel"])
@@ -55,7 +56,7 @@ def test_weights_are_copied_exactly(pretrained, tmp_path):
 
     wrong = DBNClassifier(num_classes=3, hidden_sizes=(6,), pretrained=path)
     with pytest.raises(ValueError, match="^model.pretrained"):
-        wrong.init(jax.random.key(1), images[:1], train=False)
+        wrong.init(random_key(1), images[:1], train=False)
 
 
 def test_fine_tuning_updates_every_layer(pretrained, tmp_path):
@@ -69,12 +70,12 @@ def test_fine_tuning_updates_every_layer(pretrained, tmp_path):
     path = str(tmp_path / "stack.npz")
     save_rbm_stack(path, layers)
     model = DBNClassifier(num_classes=2, hidden_sizes=(6, 3), threshold=0.5, pretrained=path)
-    state = create_train_state(model, optax.sgd(1.0), images[:1], jax.random.key(0))
+    state = create_train_state(model, optax.sgd(1.0), images[:1], random_key(0))
     batch = {
         "image": images[:16], "label": np.arange(16, dtype=np.int32) % 2,
         "valid": np.ones(16, bool),
     }
-    new, metrics = jax.jit(lambda s, b: train_step(s, b, jax.random.key(1), task=ClassificationTask()))(state, batch)
+    new, metrics = jax.jit(lambda s, b: train_step(s, b, random_key(1), task=ClassificationTask()))(state, batch)
     assert np.isfinite(float(metrics["loss"]))
     for name in ("layer_0", "layer_1", "head"):
         assert not np.allclose(new.params[name]["kernel"], state.params[name]["kernel"])

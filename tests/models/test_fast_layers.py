@@ -15,7 +15,7 @@ from jax import lax
 
 from medjax.models import fast_layers
 from medjax.models.unet import UNet
-from medjax.runtime import compiler_options, enable_compilation_cache
+from medjax.runtime import compiler_options, enable_compilation_cache, random_key
 
 RTOL, ATOL = 1e-4, 1e-4
 
@@ -152,7 +152,7 @@ def test_unet_cpu_impl_equals_xla_impl(spatial_dims, size, variant):
                          conv_impl=impl, **variant) for impl in ("xla", "cpu")}
     # the same parameter tree and shapes; random values (drawn here: initialising
     # compiles a truncated normal per shape, a second each)
-    key = jax.random.key(0)
+    key = random_key(0)
     shapes = {impl: jax.eval_shape(lambda k, m=m: m.init(k, x, train=False), key)
               for impl, m in models.items()}
     assert jax.tree.structure(shapes["cpu"]) == jax.tree.structure(shapes["xla"])
@@ -182,7 +182,7 @@ def test_unet_cpu_impl_equals_xla_impl(spatial_dims, size, variant):
 
 
 def test_layers_initialise_like_flax():
-    key, x = jax.random.key(0), jnp.zeros((1, 4, 4, 3))
+    key, x = random_key(0), jnp.zeros((1, 4, 4, 3))
     for ours, flax_layer in (
         (fast_layers.Conv(5, (3, 3), impl="cpu"), nn.Conv(5, (3, 3))),
         (fast_layers.UpConv(5, (2, 2), impl="cpu"), nn.ConvTranspose(5, (2, 2), (2, 2))),
@@ -196,17 +196,17 @@ def test_layers_initialise_like_flax():
 def test_unet_widths_and_unknown_impl():
     model = UNet(num_classes=2, depth=2, widths=(8, 8, 16), conv_impl="cpu")
     params = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 8, 8, 1)), train=False),
-                            jax.random.key(0))["params"]
+                            random_key(0))["params"]
     assert params["down_0"]["Conv_1"]["kernel"].shape == (3, 3, 8, 8)
     assert params["down_1"]["Conv_0"]["kernel"].shape == (3, 3, 8, 8)
     assert params["bottleneck"]["Conv_0"]["kernel"].shape == (3, 3, 8, 16)
     assert params["upconv_1"]["kernel"].shape == (2, 2, 16, 8)
     with pytest.raises(ValueError, match="widths"):
         jax.eval_shape(lambda: UNet(num_classes=2, depth=2, widths=(8, 16)).init(
-            jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
+            random_key(0), jnp.zeros((1, 8, 8, 1)), train=False))
     with pytest.raises(ValueError, match="conv_impl"):
         jax.eval_shape(lambda: UNet(num_classes=2, depth=1, conv_impl="cudnn").init(
-            jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
+            random_key(0), jnp.zeros((1, 8, 8, 1)), train=False))
     assert fast_layers.resolve_conv_impl("auto") == (
         "cpu" if jax.default_backend() == "cpu" else "xla")
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from medjax.models import cnn, fast_strided
+from medjax.runtime import random_key
 from tests.models.test_fast_layers import (
     OPTIONS,
     _assert_same,
@@ -97,7 +98,7 @@ def test_presets_have_the_same_parameters_with_either_impl(preset, spatial_dims,
             num_classes=2, spatial_dims=spatial_dims, stem=stem, conv_impl=impl
         )
         return jax.eval_shape(
-            lambda x: model.init(jax.random.key(0), x, train=False), x
+            lambda x: model.init(random_key(0), x, train=False), x
         )
 
     xla, cpu = tree("xla"), tree("cpu")
@@ -137,7 +138,7 @@ def test_cnn_family_cpu_impl_equals_xla_impl(family):
         for impl in ("xla", "cpu")
     }
     shapes = {
-        impl: jax.eval_shape(lambda m=m: m.init(jax.random.key(0), x, train=False))
+        impl: jax.eval_shape(lambda m=m: m.init(random_key(0), x, train=False))
         for impl, m in models.items()
     }
     assert jax.tree.structure(shapes["cpu"]) == jax.tree.structure(shapes["xla"])
@@ -165,7 +166,7 @@ def test_unknown_conv_impl_is_one_clear_error():
     model = cnn.cnn_tiny(num_classes=2, conv_impl="cudnn")
     with pytest.raises(ValueError, match="conv_impl"):
         jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+            lambda: model.init(random_key(0), jnp.zeros((1, 8, 8, 1)), train=False)
         )
 
 

@@ -14,6 +14,7 @@ from medjax.engine import transfer
 from medjax.models import autoencoder as ae
 from medjax.models import cnn, dbn, mlp, multistream, unet
 from medjax.models.groups import groups_of
+from medjax.runtime import random_key
 
 X = jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32)
 VIEWS = (X, jax.ShapeDtypeStruct((2, 6, 6, 1), jnp.float32))
@@ -58,7 +59,7 @@ CASES = {
 
 
 def params_of(model, x):
-    return jax.eval_shape(partial(model.init, train=False), jax.random.key(0), x)[
+    return jax.eval_shape(partial(model.init, train=False), random_key(0), x)[
         "params"
     ]
 
@@ -108,7 +109,7 @@ def test_unet_frozen_encoder_levels_keep_their_statistics():
     x = jnp.asarray(
         np.random.default_rng(0).normal(3.0, 2.0, (2, 8, 8, 1)), jnp.float32
     )
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = model.init(random_key(0), x, train=False)
     _, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
     before, after = variables["batch_stats"], updates["batch_stats"]
     for leaf_before, leaf_after in zip(

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from medjax.models import layers
+from medjax.runtime import random_key
 from tests.models import fingerprints
 
 with open(os.path.join(os.path.dirname(__file__), "fingerprints.json")) as f:
@@ -40,8 +41,8 @@ def _shapes(model, shape):
     )
 
     def run(x):
-        variables = model.init(jax.random.key(0), x, train=False)
-        rngs = {"dropout": jax.random.key(1), "sample": jax.random.key(2)}
+        variables = model.init(random_key(0), x, train=False)
+        rngs = {"dropout": random_key(1), "sample": random_key(2)}
         trained, updates = model.apply(
             variables, x, train=True, rngs=rngs, mutable=["batch_stats"]
         )
@@ -108,7 +109,7 @@ def test_group_norm_by_group_size_and_by_adapted_group_count():
     # group_size 4: two groups of 4 channels, each normalised over space and
     # its channels (scale 1, bias 0 at init).
     out = Probe("group").apply(
-        Probe("group").init(jax.random.key(0), x, train=False), x, train=False
+        Probe("group").init(random_key(0), x, train=False), x, train=False
     )
     group = np.asarray(x)[..., 4:].reshape(2, -1)
     expected = (group - group.mean(1, keepdims=True)) / np.sqrt(
@@ -119,7 +120,7 @@ def test_group_norm_by_group_size_and_by_adapted_group_count():
     )
     # Norm: at most 3 groups of a width of 8 becomes 2 groups (largest divisor).
     norm = layers.Norm("group", num_groups=3)
-    adapted = norm.apply(norm.init(jax.random.key(0), x, train=False), x, train=False)
+    adapted = norm.apply(norm.init(random_key(0), x, train=False), x, train=False)
     np.testing.assert_allclose(adapted, out, rtol=1e-5, atol=1e-5)
     assert layers.largest_divisor_at_most(12, 5) == 4
     assert layers.largest_divisor_at_most(12, 8) == 6
@@ -132,7 +133,7 @@ def test_group_norm_by_group_size_and_by_adapted_group_count():
 def test_batch_norm_uses_batch_statistics_only_in_training():
     x = jnp.asarray(np.random.default_rng(1).normal(2.0, 3.0, size=(6, 4)), jnp.float32)
     probe = Probe("batch")
-    variables = probe.init(jax.random.key(0), x, train=False)
+    variables = probe.init(random_key(0), x, train=False)
     # Fresh running statistics (mean 0, var 1): evaluation is nearly the identity.
     np.testing.assert_allclose(
         probe.apply(variables, x, train=False), x / np.sqrt(1 + 1e-5), rtol=1e-5
@@ -144,7 +145,7 @@ def test_batch_norm_uses_batch_statistics_only_in_training():
 def test_none_is_the_identity_and_unknown_names_fail():
     x = jnp.ones((1, 3))
     probe = Probe("none")
-    variables = probe.init(jax.random.key(0), x, train=False)
+    variables = probe.init(random_key(0), x, train=False)
     assert not variables
     np.testing.assert_array_equal(probe.apply(variables, x, train=False), x)
     with pytest.raises(ValueError, match="model.norm: expected one of"):

@@ -12,6 +12,7 @@ from medjax.models.multistream import (
     multistream_small,
     multistream_tiny,
 )
+from medjax.runtime import random_key
 
 WIDTHS = (4, 8)
 
@@ -22,9 +23,9 @@ def random_views(shapes, seed=0):
 
 
 def init(model, views, seed=0):
-    """Jitted initialisation with an RBG key: one compile, and XLA compiles RBG
-    far faster than threefry on CPU (keeps the file well under its time budget)."""
-    key = jax.random.key(seed, impl="rbg")
+    """Jitted initialisation: one compile, from medjax's key (threefry's numbers,
+    drawn flat, which XLA compiles fast)."""
+    key = random_key(seed)
     return jax.jit(partial(model.init, train=False))(key, views)
 
 
@@ -63,7 +64,7 @@ def test_separate_weights_cost_one_backbone_per_extra_stream():
 
     def num_params(module, x):
         variables = jax.eval_shape(
-            lambda: module.init(jax.random.key(0), x, train=False)
+            lambda: module.init(random_key(0), x, train=False)
         )
         return count(variables["params"])
 
@@ -196,7 +197,7 @@ def test_frozen_stages_keep_their_batch_statistics_in_training():
 
 def test_rejects_wrong_views_with_one_line():
     model = multistream_tiny(num_classes=2, num_streams=2)
-    key, image = jax.random.key(0), jnp.ones((1, 8, 8, 1))
+    key, image = random_key(0), jnp.ones((1, 8, 8, 1))
     cases = [
         ((image,), "got 1 views"),
         ((image, jnp.ones((1, 8, 8, 8, 1))), "view 1 should have rank 4"),
@@ -223,7 +224,7 @@ def test_presets_build():
     for preset in (multistream_small, multistream_resnet18):
         variables = jax.eval_shape(
             lambda p=preset: p(num_classes=2, num_streams=2).init(
-                jax.random.key(0), views, train=False
+                random_key(0), views, train=False
             )
         )
         assert {"backbone_0", "backbone_1", "head"} <= set(variables["params"])

@@ -10,13 +10,14 @@ import pytest
 from medjax.models.cnn import cnn_tiny
 from medjax.models.groups import groups_of
 from medjax.models.planes import planes_tiny
+from medjax.runtime import random_key
 
 
 @pytest.fixture(scope="module")
 def initialised():
     model = planes_tiny(num_landmarks=3)
-    x = jax.random.normal(jax.random.key(0), (2, 7, 6, 5, 1))
-    return model, x, model.init(jax.random.key(1), x, train=False)
+    x = jax.random.normal(random_key(0), (2, 7, 6, 5, 1))
+    return model, x, model.init(random_key(1), x, train=False)
 
 
 def test_logits_per_slice_of_each_orientation_and_presence(initialised):
@@ -33,7 +34,7 @@ def test_logits_per_slice_of_each_orientation_and_presence(initialised):
 def test_backbone_has_the_layout_of_a_2d_cnn_classifier(initialised):
     _, _, variables = initialised
     cnn = cnn_tiny(num_classes=5).init(
-        jax.random.key(2), jnp.zeros((1, 8, 8, 1)), train=False
+        random_key(2), jnp.zeros((1, 8, 8, 1)), train=False
     )
     shapes = lambda tree: jax.tree.map(lambda a: a.shape, tree)
     assert shapes(variables["params"]["backbone"]) == shapes(cnn["params"]["backbone"])
@@ -48,7 +49,7 @@ def test_each_orientation_sees_its_own_slices(initialised):
     axial head's logits elsewhere move only through the slice context."""
     model, x, variables = initialised
     model = model.clone(slice_context=1, slice_position=False)
-    variables = model.init(jax.random.key(1), x, train=False)
+    variables = model.init(random_key(1), x, train=False)
     before = model.apply(variables, x, train=False)
     after = model.apply(variables, x.at[:, :, :, 3].add(5.0), train=False)
     changed = np.abs(np.asarray(after[2] - before[2])).max(axis=(0, 2)) > 1e-6
@@ -60,5 +61,5 @@ def test_each_orientation_sees_its_own_slices(initialised):
 def test_volumes_only():
     with pytest.raises(ValueError, match=r"expects volumes \[B, X, Y, Z, C\]"):
         planes_tiny(num_landmarks=1).init(
-            jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False
+            random_key(0), jnp.zeros((1, 8, 8, 1)), train=False
         )

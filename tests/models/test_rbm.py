@@ -11,6 +11,7 @@ import pytest
 
 from medjax.models.rbm import RBM, draw_samples, rbm_tiny
 from medjax.engine.pretraining import fit_rbm
+from medjax.runtime import random_key
 from medjax.tasks.generative import RBMTask
 
 # A 2 x 3 RBM (2 visible, 3 hidden units) small enough to do by hand.
@@ -67,8 +68,8 @@ def test_free_energy_and_conditionals_by_hand():
 
 def test_images_are_flattened_and_outputs_are_deterministic_without_train():
     model = rbm_tiny()
-    images = jax.random.bernoulli(jax.random.key(0), 0.5, (3, 5, 3, 1)).astype(jnp.float32)
-    variables = model.init(jax.random.key(1), images, train=False)
+    images = jax.random.bernoulli(random_key(0), 0.5, (3, 5, 3, 1)).astype(jnp.float32)
+    variables = model.init(random_key(1), images, train=False)
     assert variables["params"]["kernel"].shape == (15, 8)
     apply = jax.jit(lambda v: model.apply(v, images, train=False))
     first, second = apply(variables), apply(variables)
@@ -86,12 +87,12 @@ def test_cd1_gradient_points_along_the_exact_likelihood_gradient():
     model = RBM(num_hidden=3, init_scale=0.5)
     patterns = np.array([[1, 1, 0, 0], [1, 0, 1, 0]], np.float32)
     v = np.repeat(patterns, [3000, 1000], axis=0)  # bit means 1, 0.75, 0.25, 0
-    params = model.init(jax.random.key(0), v[:1], train=False)["params"]
+    params = model.init(random_key(0), v[:1], train=False)["params"]
     task = RBMTask(threshold=None)
     batch = {"image": v, "valid": np.ones(len(v), bool)}
 
     def cd_loss(p):
-        outputs = model.apply({"params": p}, v, train=True, rngs={"sample": jax.random.key(1)})
+        outputs = model.apply({"params": p}, v, train=True, rngs={"sample": random_key(1)})
         return task.loss(outputs, batch)[0]
 
     states = _binary_states(4)
@@ -131,15 +132,15 @@ def test_persistent_chain_is_carried_across_train_steps():
     task = RBMTask(threshold=0.5)
     first = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 0, 0]], np.float32)
     second = 1.0 - first
-    state = create_train_state(model, optax.sgd(0.0), first, jax.random.key(0))
+    state = create_train_state(model, optax.sgd(0.0), first, random_key(0))
     assert state.batch_stats["chain"].shape == (5, 4)
     assert int(state.batch_stats["chain_steps"]) == 0
     state = state.replace(params=jax.tree.map(jnp.asarray, _identity_chain_variables(4)))
     valid = np.ones(3, bool)
     step = jax.jit(lambda s, b, k: train_step(s, b, k, task=task))
-    state, _ = step(state, {"image": first, "valid": valid}, jax.random.key(1))
+    state, _ = step(state, {"image": first, "valid": valid}, random_key(1))
     np.testing.assert_array_equal(state.batch_stats["chain"], first[[0, 1, 2, 0, 1]])
-    state, metrics = step(state, {"image": second, "valid": valid}, jax.random.key(1))
+    state, metrics = step(state, {"image": second, "valid": valid}, random_key(1))
     np.testing.assert_array_equal(state.batch_stats["chain"], first[[0, 1, 2, 0, 1]])
     assert int(state.batch_stats["chain_steps"]) == 4  # 2 steps of CD-2
 
@@ -147,7 +148,7 @@ def test_persistent_chain_is_carried_across_train_steps():
     plain = RBM(num_hidden=4)
     outputs = plain.apply(
         {"params": _identity_chain_variables(4)}, second, train=True,
-        rngs={"sample": jax.random.key(2)},
+        rngs={"sample": random_key(2)},
     )
     np.testing.assert_allclose(outputs["free_energy_model"], outputs["free_energy"])
 
@@ -157,7 +158,7 @@ def test_pseudo_log_likelihood_matches_brute_force_and_scikit_learn():
 
     num_visible, num_hidden = 7, 5
     model = RBM(num_hidden=num_hidden)
-    keys = jax.random.split(jax.random.key(3), 4)
+    keys = jax.random.split(random_key(3), 4)
     params = {
         "kernel": jax.random.normal(keys[0], (num_visible, num_hidden)),
         "visible_bias": jax.random.normal(keys[1], (num_visible,)),
@@ -205,9 +206,9 @@ def test_reconstruction_error_falls_with_training():
     model = rbm_tiny()
     task = RBMTask(threshold=None)
     variables, history = fit_rbm(
-        model, data, tx=optax.adam(0.05), epochs=10, batch_size=16, key=jax.random.key(0), task=task
+        model, data, tx=optax.adam(0.05), epochs=10, batch_size=16, key=random_key(0), task=task
     )
-    untrained = model.init(jax.random.key(0), data[:1], train=False)
+    untrained = model.init(random_key(0), data[:1], train=False)
     batch = {"image": data, "valid": np.ones(len(data), bool)}
 
     @jax.jit
@@ -219,7 +220,7 @@ def test_reconstruction_error_falls_with_training():
     assert float(after["pseudo_log_likelihood"].mean()) > float(before["pseudo_log_likelihood"].mean()) + 2
     assert history[-1]["reconstruction_error"] < history[0]["reconstruction_error"]
 
-    samples = draw_samples(model, variables, jax.random.key(1), num=6, steps=50, image_shape=(3, 4))
+    samples = draw_samples(model, variables, random_key(1), num=6, steps=50, image_shape=(3, 4))
     assert samples.shape == (6, 3, 4) and np.all((samples >= 0) & (samples <= 1))
     # Samples look like the data: each is close to one of the two patterns.
     distance = np.abs(samples.reshape(6, 1, 12) - patterns[None]).mean(-1).min(-1)

@@ -10,16 +10,17 @@ import pytest
 from medjax.models.registration.affine import affine_net_tiny, normalised_to_voxel
 from medjax.models.registration.voxelmorph import voxelmorph_diff_tiny, voxelmorph_tiny
 from medjax.ops import spatial
+from medjax.runtime import random_key
 
 
 def _pair(shape, seed=0):
-    return jax.random.normal(jax.random.key(seed), (2, *shape, 2))
+    return jax.random.normal(random_key(seed), (2, *shape, 2))
 
 
 def test_affine_head_starts_at_the_identity():
     x = _pair((13, 17))
     model = affine_net_tiny(spatial_dims=2)
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = model.init(random_key(0), x, train=False)
     matrix = model.apply(variables, x, train=False)
     assert matrix.shape == (2, 3, 3)
     np.testing.assert_allclose(matrix, np.broadcast_to(np.eye(3), (2, 3, 3)), atol=1e-6)
@@ -50,13 +51,13 @@ def test_output_shapes_for_odd_sizes(shape):
     x = _pair(shape)
     for make in (voxelmorph_tiny, voxelmorph_diff_tiny):
         model = make(spatial_dims=dims)
-        variables = model.init(jax.random.key(0), x, train=False)
+        variables = model.init(random_key(0), x, train=False)
         field = model.apply(variables, x, train=False)
         assert field.shape == (2, *shape, dims)
         # VoxelMorph's flow head starts at N(0, 1e-5): the field is almost zero.
         assert float(jnp.abs(field).max()) < 1e-2
     model = affine_net_tiny(spatial_dims=dims)
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = model.init(random_key(0), x, train=False)
     assert model.apply(variables, x, train=False).shape == (2, dims + 1, dims + 1)
 
 
@@ -66,7 +67,7 @@ def test_the_diffeomorphic_variant_integrates_its_velocity():
     diff = voxelmorph_diff_tiny(
         spatial_dims=2, flow_init_std=3.0, integration_downsize=1
     )
-    variables = plain.init(jax.random.key(1), x, train=False)
+    variables = plain.init(random_key(1), x, train=False)
     velocity = plain.apply(variables, x, train=False)
     field = diff.apply(variables, x, train=False)  # the same parameters
     assert float(jnp.abs(velocity).max()) > 1.0

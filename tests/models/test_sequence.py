@@ -9,6 +9,7 @@ from medjax.models import sequence
 from medjax.models.cnn import ConvBackbone, cnn_tiny
 from medjax.models.sequence import RecurrentEncoder, SequenceClassifier
 from medjax.models.weights import copy_weights
+from medjax.runtime import random_key
 
 
 def random_variables(module, x, scale=0.5):
@@ -19,7 +20,7 @@ def random_variables(module, x, scale=0.5):
     compile, and no bias is zero (flax starts them there), so every term of a
     reference computation counts.
     """
-    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), x, train=False))
+    shapes = jax.eval_shape(lambda: module.init(random_key(0), x, train=False))
     rng = np.random.default_rng(1)
 
     def draw(path, a):
@@ -92,7 +93,7 @@ def numpy_rnn(cell, params, x):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_stacked_layers_equal_a_numpy_step_by_step_reference(cell):
-    x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    x = jax.random.normal(random_key(0), (2, 5, 3))
     encoder = RecurrentEncoder(cell, features=4, num_layers=2, return_sequences=True)
     params = random_params(encoder, x)
     expected = numpy_rnn(cell, params["layer0"]["cell"], np.asarray(x))
@@ -122,16 +123,16 @@ def test_padded_steps_change_no_output_and_no_gradient(
     cell, bidirectional, num_layers, return_sequences
 ):
     steps, valid = 7, 4
-    sequence_alone = jax.random.normal(jax.random.key(0), (1, valid, 3))
+    sequence_alone = jax.random.normal(random_key(0), (1, valid, 3))
     # the same sequence twice, padded with different values
-    padding = jax.random.normal(jax.random.key(3), (2, steps - valid, 3)) * 3
+    padding = jax.random.normal(random_key(3), (2, steps - valid, 3)) * 3
     x = jnp.concatenate([jnp.repeat(sequence_alone, 2, axis=0), padding], axis=1)
     encoder = RecurrentEncoder(
         cell, 4, num_layers, bidirectional, return_sequences=return_sequences
     )
     params = random_params(encoder, x)
     width = encoder.output_features
-    weights = jax.random.normal(jax.random.key(2), (valid, width))
+    weights = jax.random.normal(random_key(2), (valid, width))
     if return_sequences:  # the weights of padded steps are not zero either
         weights = jnp.concatenate([weights, jnp.ones((steps - valid, width))])[None]
         alone_weights = weights[:, :valid]
@@ -161,7 +162,7 @@ def test_padded_steps_change_no_output_and_no_gradient(
 
 def test_bidirectional_encoder_reverses_only_the_valid_steps():
     steps, lengths = 6, (3, 6)
-    x = np.asarray(jax.random.normal(jax.random.key(0), (2, steps, 3)))
+    x = np.asarray(jax.random.normal(random_key(0), (2, steps, 3)))
     encoder = RecurrentEncoder("lstm", 4, bidirectional=True, return_sequences=True)
     params = random_params(encoder, x)["layer0"]
     variables = {"params": {"layer0": params}}
@@ -182,7 +183,7 @@ def test_bidirectional_encoder_reverses_only_the_valid_steps():
 
 
 def frames(shape, seed=0):
-    return jax.random.normal(jax.random.key(seed), shape) * 2 + 1
+    return jax.random.normal(random_key(seed), shape) * 2 + 1
 
 
 def test_cnn_lstm_encodes_every_frame_as_the_backbone_alone():
@@ -278,14 +279,14 @@ def test_preset_shapes_in_training_and_evaluation(name):
     lengths = jnp.array([2, shape[1]])
 
     def run(x):
-        variables = model.init(jax.random.key(0), x, train=False)
+        variables = model.init(random_key(0), x, train=False)
         trained, updates = model.apply(
             variables,
             x,
             train=True,
             seq_lengths=lengths,
             mutable=["batch_stats"],
-            rngs={"dropout": jax.random.key(1)},
+            rngs={"dropout": random_key(1)},
         )
         per_frame = model.clone(per_frame=True).apply(variables, x, train=False)
         return trained, per_frame, updates, variables
@@ -341,15 +342,15 @@ def test_tiny_preset_trains_and_ignores_padded_frames(name):
 def test_models_name_what_they_expected():
     with pytest.raises(ValueError, match="encoder_kind"):
         SequenceClassifier(2, encoder_kind="transformer").init(
-            jax.random.key(0), jnp.ones((1, 2, 8, 8, 1)), train=False
+            random_key(0), jnp.ones((1, 2, 8, 8, 1)), train=False
         )
     with pytest.raises(ValueError, match=r"\[batch, time, height, width"):
         sequence.convlstm_tiny(num_outputs=2).init(
-            jax.random.key(0), jnp.ones((1, 8, 8, 1)), train=False
+            random_key(0), jnp.ones((1, 8, 8, 1)), train=False
         )
     with pytest.raises(ValueError, match="model.cell"):
         RecurrentEncoder("lstmm").init(
-            jax.random.key(0), jnp.ones((1, 2, 3)), train=False
+            random_key(0), jnp.ones((1, 2, 3)), train=False
         )
 
 

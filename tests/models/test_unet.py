@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from medjax.models.unet import UNet, unet_original, unet_small, unet_tiny
+from medjax.runtime import random_key
 
 
 def _shapes(model, shape, *, train, **kwargs):
     x = jax.ShapeDtypeStruct(shape, jnp.float32)
     variables = jax.eval_shape(
-        partial(model.init, train=False), jax.random.key(0), x
+        partial(model.init, train=False), random_key(0), x
     )
-    rngs = {"dropout": jax.random.key(1)}
+    rngs = {"dropout": random_key(1)}
     out = jax.eval_shape(
         lambda v, x: model.apply(
             v, x, train=train, mutable=["batch_stats"] if train else False,
@@ -31,7 +32,7 @@ def _shapes(model, shape, *, train, **kwargs):
 
 def numpy_variables(model, x, seed=0):
     """Variables with ``model.init``'s structure, He-normal kernels drawn in numpy."""
-    shapes = jax.eval_shape(partial(model.init, train=False), jax.random.key(0), x)
+    shapes = jax.eval_shape(partial(model.init, train=False), random_key(0), x)
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):

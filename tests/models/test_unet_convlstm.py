@@ -11,6 +11,7 @@ from medjax.models.sequence.unet_convlstm import (
     unet_convlstm_tiny,
 )
 from medjax.models.unet import unet_tiny
+from medjax.runtime import random_key
 from tests.models.test_sequence import random_variables
 
 CLASSES = 3
@@ -82,12 +83,12 @@ def test_the_convlstm_carries_information_across_slices_both_ways():
 def test_presets_and_bad_inputs():
     shapes = jax.eval_shape(
         lambda: unet_convlstm_small(num_classes=2).init(
-            jax.random.key(0), jnp.zeros((1, 16, 16, 4, 1)), train=False
+            random_key(0), jnp.zeros((1, 16, 16, 4, 1)), train=False
         )
     )
     hidden = shapes["params"]["slices"]["forward_rnn"]["cell"]
     assert hidden["hh"]["kernel"].shape == (3, 3, 32, 4 * 32)  # 32 channels, 4 gates
     with pytest.raises(ValueError, match=r"volumes \[batch, x, y, slices, channels\]"):
         UNetConvLSTM(num_classes=2).init(
-            jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False
+            random_key(0), jnp.zeros((1, 8, 8, 1)), train=False
         )

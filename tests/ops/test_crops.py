@@ -1,9 +1,9 @@
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from medjax.ops import crops
+from medjax.runtime import random_key
 
 
 def test_extract_patches_equals_numpy_slicing_2d_and_3d():
@@ -23,7 +23,7 @@ def test_extract_patches_equals_numpy_slicing_2d_and_3d():
 def test_corners_keep_patches_inside_the_image():
     labels = jnp.zeros((64, 13, 10), jnp.int32).at[:, 12, 9].set(1)  # corner voxel
     corners = crops.sample_patch_corners(
-        jax.random.key(0), labels, (5, 4), num_classes=2, foreground_fraction=0.5
+        random_key(0), labels, (5, 4), num_classes=2, foreground_fraction=0.5
     )
     corners = np.asarray(corners)
     assert corners.min() >= 0
@@ -42,15 +42,15 @@ def test_foreground_fraction_one_always_holds_foreground_and_zero_is_uniform():
     # probability about (8/33)^2 = 0.06; a foreground-centred one always does.
     labels = jnp.zeros((256, 40, 40), jnp.int32).at[:, 20, 30].set(1)
     always = crops.sample_patch_corners(
-        jax.random.key(1), labels, (8, 8), num_classes=2, foreground_fraction=1.0
+        random_key(1), labels, (8, 8), num_classes=2, foreground_fraction=1.0
     )
     assert _holds(labels, always, (8, 8), 1).all()
     never = crops.sample_patch_corners(
-        jax.random.key(1), labels, (8, 8), num_classes=2, foreground_fraction=0.0
+        random_key(1), labels, (8, 8), num_classes=2, foreground_fraction=0.0
     )
     assert _holds(labels, never, (8, 8), 1).mean() < 0.2
     third = crops.sample_patch_corners(
-        jax.random.key(2), labels, (8, 8), num_classes=2, foreground_fraction=1 / 3
+        random_key(2), labels, (8, 8), num_classes=2, foreground_fraction=1 / 3
     )
     share = _holds(labels, third, (8, 8), 1).mean()
     assert 0.25 < share < 0.5  # 1/3 + 2/3 * 0.06 = 0.37 expected
@@ -63,7 +63,7 @@ def test_small_classes_are_drawn_as_often_as_large_ones():
     labels[:, :16] = 1
     labels[:, 28, 28] = 2
     corners = crops.sample_patch_corners(
-        jax.random.key(3), jnp.asarray(labels), (4, 4), num_classes=3,
+        random_key(3), jnp.asarray(labels), (4, 4), num_classes=3,
         foreground_fraction=1.0,
     )
     share = _holds(labels, corners, (4, 4), 2).mean()
@@ -73,7 +73,7 @@ def test_small_classes_are_drawn_as_often_as_large_ones():
 def test_examples_without_foreground_get_uniform_patches():
     labels = jnp.zeros((200, 20, 20), jnp.int32)
     corners = np.asarray(crops.sample_patch_corners(
-        jax.random.key(4), labels, (5, 5), num_classes=4, foreground_fraction=1.0
+        random_key(4), labels, (5, 5), num_classes=4, foreground_fraction=1.0
     ))
     assert corners.min() == 0 and corners.max() == 15
     assert len(np.unique(corners[:, 0])) > 10
@@ -82,5 +82,5 @@ def test_examples_without_foreground_get_uniform_patches():
 def test_patch_larger_than_image_is_an_error():
     with pytest.raises(ValueError, match="does not fit"):
         crops.sample_patch_corners(
-            jax.random.key(0), jnp.zeros((1, 8, 8), jnp.int32), (9, 4), num_classes=2
+            random_key(0), jnp.zeros((1, 8, 8), jnp.int32), (9, 4), num_classes=2
         )

@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from medjax.ops import displacement as dense_fields
 from medjax.ops import spatial
+from medjax.runtime import random_key
 
 SHAPES = {2: (13, 17), 3: (9, 11, 7)}
 
@@ -346,7 +347,7 @@ def test_compose_displacements_equals_warping_twice(ndim):
     shape = SHAPES[ndim]
     first, second = (
         dense_fields.smooth_random_displacement(key, shape, sigma=2.0, magnitude=1.0)
-        for key in jax.random.split(jax.random.key(ndim), 2)
+        for key in jax.random.split(random_key(ndim), 2)
     )
     # Linear interpolation reproduces an affine image exactly, so both sides
     # agree up to rounding wherever no sample falls outside the image.
@@ -367,7 +368,7 @@ def test_compose_displacements_equals_warping_twice(ndim):
 
 def test_compose_with_zero_field_is_identity():
     field = dense_fields.smooth_random_displacement(
-        jax.random.key(0), (13, 17), sigma=2.0, magnitude=1.5
+        random_key(0), (13, 17), sigma=2.0, magnitude=1.5
     )
     zero = jnp.zeros_like(field)
     np.testing.assert_allclose(
@@ -421,7 +422,7 @@ def test_jacobian_determinant(ndim):
         dense_fields.jacobian_determinant(jnp.zeros((*shape, ndim))), 1.0
     )
     field = dense_fields.smooth_random_displacement(
-        jax.random.key(ndim), shape, sigma=2.0, magnitude=2.0
+        random_key(ndim), shape, sigma=2.0, magnitude=2.0
     )
     reference = numpy_jacobian_determinant(np.asarray(field, np.float64))
     assert reference.std() > 0.1
@@ -432,7 +433,7 @@ def test_jacobian_determinant(ndim):
 
 def test_smooth_random_displacement_statistics():
     shape, sigma, magnitude = (13, 17), 2.0, 1.5
-    keys = jax.random.split(jax.random.key(0), 400)
+    keys = jax.random.split(random_key(0), 400)
     fields = jax.vmap(
         lambda key: dense_fields.smooth_random_displacement(
             key, shape, sigma=sigma, magnitude=magnitude
@@ -531,7 +532,7 @@ def test_jit_and_vmap_match_a_loop():
         lambda key: dense_fields.smooth_random_displacement(
             key, shape, sigma=2.0, magnitude=1.0
         )
-    )(jax.random.split(jax.random.key(0), 4))
+    )(jax.random.split(random_key(0), 4))
     center = spatial.image_center(shape)
 
     @jax.jit
@@ -556,7 +557,7 @@ def test_jit_and_vmap_match_a_loop():
 
 
 def test_point_inversion_solves_the_map():
-    field = dense_fields.smooth_random_displacement(jax.random.key(2), (30, 30), sigma=4.0, magnitude=1.5)
+    field = dense_fields.smooth_random_displacement(random_key(2), (30, 30), sigma=4.0, magnitude=1.5)
     points = jnp.array([[10.0, 12.5], [20.2, 7.7], [15.0, 15.0]])
     y = dense_fields.invert_displacement_at(field, points, 20)
     upper = jnp.array([29.0, 29.0])

@@ -15,6 +15,7 @@ from medjax.data import pipeline
 from medjax.data.datasets import phantoms as dataset
 from medjax.data import schema as roles
 from medjax.data.datasets.phantoms.builder import phantom_sources
+from medjax.runtime import random_key
 from medjax.viz import samples
 from medjax.viz.samples import Layout, augment_for_display, layout, sample_grid
 
@@ -150,7 +151,7 @@ def test_grid_of_volumes_and_cine(kind, tmp_path):
     batch = pipeline.read_examples(source, [0, 1, 2], convert, tuple(source[0]))
     schema = dataset.cine_schema() if kind == "cine2d" else dataset.torso_schema()
     augment = Augmentation(rotation_probability=1.0, rotation_degrees=30)
-    augmented = augment_for_display(augment, jax.random.key(0), batch, schema)
+    augmented = augment_for_display(augment, random_key(0), batch, schema)
     masks = ("mask",) if kind == "cine2d" else ("organ_mask", "lesion_mask")
     for key in masks:  # masks moved, labels kept
         assert set(np.unique(augmented[key])) <= set(np.unique(batch[key]))

@@ -6,6 +6,7 @@ import scipy.ndimage as ndi
 
 from medjax.ops import displacement as dense_fields
 from medjax.data.datasets.phantoms.registration_pairs import registration_pair
+from medjax.runtime import random_key
 
 
 def blob_image(shape, center, radius):
@@ -16,8 +17,8 @@ def blob_image(shape, center, radius):
 
 @pytest.mark.parametrize("shape", [(33, 29), (19, 17, 15)])
 def test_moving_is_fixed_under_the_returned_transform(shape):
-    key = jax.random.key(3)
-    image = jax.random.normal(jax.random.key(0), (*shape, 1))
+    key = random_key(3)
+    image = jax.random.normal(random_key(0), (*shape, 1))
     pair = registration_pair(key, image, elastic_magnitude=1.5)
     np.testing.assert_allclose(
         pair["moving"], dense_fields.warp_displacement(image, pair["displacement"], cval=float(image.min())),
@@ -33,9 +34,9 @@ def test_moving_is_fixed_under_the_returned_transform(shape):
 
 
 def test_zero_ranges_give_the_identity():
-    image = jax.random.normal(jax.random.key(0), (21, 23, 2))
+    image = jax.random.normal(random_key(0), (21, 23, 2))
     pair = registration_pair(
-        jax.random.key(1), image, max_rotation_degrees=0, max_translation=0,
+        random_key(1), image, max_rotation_degrees=0, max_translation=0,
         zoom_range=(1, 1), max_shear=0, elastic_magnitude=0,
     )
     np.testing.assert_allclose(pair["moving"], image, atol=1e-5)
@@ -46,7 +47,7 @@ def test_zero_ranges_give_the_identity():
 def test_points_follow_the_masks(shape, center):
     mask = blob_image(shape, center, 4)
     pair = registration_pair(
-        jax.random.key(7), jnp.asarray(mask, jnp.float32)[..., None],
+        random_key(7), jnp.asarray(mask, jnp.float32)[..., None],
         masks={"blob": jnp.asarray(mask, jnp.int32)}, points=jnp.array([center]),
         max_rotation_degrees=20, max_translation=0.08, elastic_magnitude=1.0,
     )
@@ -57,8 +58,8 @@ def test_points_follow_the_masks(shape, center):
 
 
 def test_same_key_same_pair_and_vmap():
-    images = jax.random.normal(jax.random.key(0), (3, 16, 18, 1))
-    keys = jax.random.split(jax.random.key(5), 3)
+    images = jax.random.normal(random_key(0), (3, 16, 18, 1))
+    keys = jax.random.split(random_key(5), 3)
     batched = jax.jit(jax.vmap(lambda k, x: registration_pair(k, x)["moving"]))(keys, images)
     for i in range(3):
         np.testing.assert_allclose(batched[i], registration_pair(keys[i], images[i])["moving"], atol=1e-5)

@@ -13,6 +13,7 @@ from medjax.models.detection import box_head, rpn
 from medjax.models.detection.faster_rcnn import FasterRCNN, faster_rcnn_tiny
 from medjax.ops import boxes as box_ops
 from medjax.ops import detection
+from medjax.runtime import random_key
 
 SHAPE = (2, 37, 29, 1)  # odd sizes: stride-2 maps of 19 x 15, then 10 x 8
 TRUTH = jnp.asarray([[[3, 4, 9, 10], [20, 5, 25, 12], [0, 0, 0, 0]]] * 2, jnp.float32)
@@ -29,9 +30,9 @@ def tiny():
         fpn_width=8,
         anchor_sizes=((4.0,), (8.0,)),
     )
-    images = jax.random.normal(jax.random.key(0), SHAPE)
+    images = jax.random.normal(random_key(0), SHAPE)
     variables = jax.jit(lambda k, x: model.init(k, x, train=False))(
-        jax.random.key(1), images
+        random_key(1), images
     )
     train = jax.jit(
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[0]
@@ -231,7 +232,7 @@ def test_bad_options_fail_with_one_message(options, message):
     model = faster_rcnn_tiny(num_classes=1, **options)
     with pytest.raises(ValueError, match=message):
         jax.eval_shape(
-            lambda: model.init(jax.random.key(0), jnp.zeros(SHAPE), train=False)
+            lambda: model.init(random_key(0), jnp.zeros(SHAPE), train=False)
         )
 
 

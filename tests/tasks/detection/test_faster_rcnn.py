@@ -16,6 +16,7 @@ from medjax.data.datasets.phantoms import torso_schema
 from medjax.engine.state import create_train_state
 from medjax.engine.step import eval_step, train_step
 from medjax.models.detection.faster_rcnn import faster_rcnn_tiny
+from medjax.runtime import random_key
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.detection.faster_rcnn import SAMPLING_KEY, FasterRCNNTask
 
@@ -72,11 +73,11 @@ def test_the_model_gets_the_truth_boxes_unless_given_an_image_alone():
 
 def test_prepare_batch_gives_each_example_its_own_key():
     task, batch = _task(), _batch()
-    prepared = task.prepare_batch(jax.random.key(0), batch, train=True)
+    prepared = task.prepare_batch(random_key(0), batch, train=True)
     keys = prepared[SAMPLING_KEY]
     assert keys.shape == (4, 2) and keys.dtype == jnp.uint32
     assert len({tuple(k) for k in np.asarray(keys)}) == 4
-    again = task.prepare_batch(jax.random.key(0), batch, train=False)[SAMPLING_KEY]
+    again = task.prepare_batch(random_key(0), batch, train=False)[SAMPLING_KEY]
     np.testing.assert_array_equal(keys, again)
 
 
@@ -85,12 +86,12 @@ def test_loss_is_finite_and_falls_while_overfitting_one_batch():
     model = faster_rcnn_tiny(num_classes=1, max_detections=8)
     tx = optax.adam(3e-3)
     state = jax.jit(lambda k: create_train_state(model, tx, task.inputs(batch), k))(
-        jax.random.key(0)
+        random_key(0)
     )
     step = jax.jit(lambda s, b, k: train_step(s, b, k, task=task))
     losses = []
     for _ in range(20):
-        state, metrics = step(state, batch, jax.random.key(1))
+        state, metrics = step(state, batch, random_key(1))
         losses.append(float(metrics["loss"]))
         assert int(metrics["nonfinite"]) == 0
     assert np.isfinite(losses).all()

@@ -11,6 +11,7 @@ import pytest
 
 from medjax import losses
 from medjax.data.datasets.phantoms import torso_schema
+from medjax.runtime import random_key
 from medjax.tasks.detection import PixelDetectionTask
 
 DATA = types.SimpleNamespace(
@@ -91,7 +92,7 @@ def test_one_candidate_per_component_scored_by_its_peak_or_mean():
 def test_loss_is_the_segmentation_loss_of_the_binarised_instance_map():
     task = PixelDetectionTask(loss_function="focal").configure(DATA)
     batch = _batch()
-    logits = jax.random.normal(jax.random.key(0), batch["image"].shape[:-1] + (2,))
+    logits = jax.random.normal(random_key(0), batch["image"].shape[:-1] + (2,))
     loss, per_example = task.loss(logits, batch)
     labels = (batch["lesion_mask"] > 0).astype(jnp.int32)
     expected = losses.softmax_focal_loss(logits, labels, mask=batch["valid"], gamma=2.0)

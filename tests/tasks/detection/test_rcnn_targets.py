@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from medjax.ops import detection
+from medjax.runtime import random_key
 from medjax.tasks.detection import rcnn_targets as targets
 
 
@@ -107,7 +108,7 @@ def test_sampling_respects_counts_and_positive_share(
     )
     drawn = []
     for seed in range(3):
-        positive, negative = sample(jax.random.key(seed))
+        positive, negative = sample(random_key(seed))
         assert int(positive.sum()) == want_positive
         assert int(negative.sum()) == want_negative
         assert not (positive & negative).any()
@@ -126,7 +127,7 @@ def test_sampling_is_uniform_over_positives():
             )[0]
         )
     )
-    counts = np.asarray(sample(jax.random.split(jax.random.key(0), 2000))).sum(0)
+    counts = np.asarray(sample(jax.random.split(random_key(0), 2000))).sum(0)
     # Each positive is drawn with probability 2/10: 400 of 2000, sd 18.
     assert np.all(np.abs(counts[:10] - 400) < 80) and counts[10:].sum() == 0
 
@@ -161,11 +162,11 @@ def test_rpn_loss_of_perfect_deltas_is_the_objectness_alone():
     # Logits of +-20 on every positive / other anchor: the BCE is ~2e-9.
     logits = jnp.where(positive, 20.0, -20.0)
     rpn_loss = jax.jit(targets.rpn_loss)
-    objectness, box = rpn_loss(jax.random.key(0), logits, deltas, anchors, truth, valid)
+    objectness, box = rpn_loss(random_key(0), logits, deltas, anchors, truth, valid)
     assert float(objectness) < 1e-6 and float(box) < 1e-6
     # Wrong deltas by 1 on one coordinate of the positives: smooth L1 of 1 each.
     objectness, box = rpn_loss(
-        jax.random.key(0), logits, deltas.at[:, 0].add(1.0), anchors, truth, valid
+        random_key(0), logits, deltas.at[:, 0].add(1.0), anchors, truth, valid
     )
     sampled = int((labels != targets.IGNORED).sum())  # all of them: 16 < 256
     np.testing.assert_allclose(box, positive.sum() * (1 - 1 / 18) / sampled, rtol=1e-5)
@@ -178,7 +179,7 @@ def test_box_head_loss_hand_case():
     logits = jnp.asarray([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [9.0, 9.0, 9.0]])
     deltas = jnp.zeros((3, 2, 4))
     classification, box, accuracy = jax.jit(targets.box_head_loss)(
-        jax.random.key(0),
+        random_key(0),
         logits,
         deltas,
         rois,

@@ -16,6 +16,7 @@ from medjax.augment import Augmentation
 from medjax.data import schema as roles
 from medjax.data.datasets.phantoms import torso_schema
 from medjax.ops import boxes as box_ops
+from medjax.runtime import random_key
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.detection.task import DetectionTask
 
@@ -111,7 +112,7 @@ def test_truth_boxes_of_an_augmented_instance_map_stay_on_their_lesions():
         translation_probability=1.0,
         translation_fraction=0.1,
     )
-    moved = augment(jax.random.key(3), batch, task.batch_roles())
+    moved = augment(random_key(3), batch, task.batch_roles())
     assert not np.array_equal(moved["lesion_mask"], batch["lesion_mask"])
     truth = jax.jit(task.truth)(moved)
     np.testing.assert_array_equal(truth["valid"], [[True, True, False]])

@@ -4,7 +4,6 @@
 import json
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from medjax.data import schema as roles
 from medjax.data.datasets.phantoms import torso_schema
 from medjax.inferers.latents import export_latents
+from medjax.runtime import random_key
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.reconstruction import TARGET_KEY, AnomalyTask, ReconstructionTask
 
@@ -20,7 +20,7 @@ from medjax.tasks.reconstruction import TARGET_KEY, AnomalyTask, ReconstructionT
 def test_vae_loss_adds_the_weighted_kl_per_element():
     task = ReconstructionTask(kl_weight=0.5)
     batch = {"image": jnp.zeros((2, 2, 2, 1)), "valid": jnp.array([True, False])}
-    batch = task.prepare_batch(jax.random.key(0), batch, train=False)
+    batch = task.prepare_batch(random_key(0), batch, train=False)
     outputs = {
         "reconstruction": jnp.ones((2, 2, 2, 1)),
         "mean": jnp.array([[1.0], [1.0]]), "log_variance": jnp.zeros((2, 1)),
@@ -43,13 +43,13 @@ def test_denoising_corrupts_training_inputs_and_keeps_the_clean_target():
     image = jnp.zeros((4, 32, 32, 1))
     batch = {"image": image, "valid": jnp.ones(4, bool)}
     task = ReconstructionTask(denoising_std=0.3)
-    noisy = task.prepare_batch(jax.random.key(0), batch, train=True)
+    noisy = task.prepare_batch(random_key(0), batch, train=True)
     assert float(jnp.std(noisy["image"])) == pytest.approx(0.3, rel=0.05)
     np.testing.assert_array_equal(noisy[TARGET_KEY], image)
     # Evaluation and a plain autoencoder: the input as it is, and the target.
     for prepared in (
-        task.prepare_batch(jax.random.key(0), batch, train=False),
-        ReconstructionTask().prepare_batch(jax.random.key(0), batch, train=True),
+        task.prepare_batch(random_key(0), batch, train=False),
+        ReconstructionTask().prepare_batch(random_key(0), batch, train=True),
     ):
         np.testing.assert_array_equal(prepared["image"], image)
         np.testing.assert_array_equal(prepared[TARGET_KEY], image)

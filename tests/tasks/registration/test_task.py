@@ -13,6 +13,7 @@ import pytest
 from medjax.data import pipeline
 from medjax.data import schema as roles
 from medjax.models.registration.voxelmorph import voxelmorph_tiny
+from medjax.runtime import random_key
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.registration.task import RegistrationTask
 
@@ -39,10 +40,10 @@ def test_configure_reads_spacing_and_the_landmarks_validity(task, tiny_data):
 
 def test_evaluation_pairs_are_a_function_of_the_example(task, tiny_data):
     first = task.prepare_batch(
-        jax.random.key(0), _batch(tiny_data, task, [0, 1, 2, 3]), train=False
+        random_key(0), _batch(tiny_data, task, [0, 1, 2, 3]), train=False
     )
     again = task.prepare_batch(
-        jax.random.key(7), _batch(tiny_data, task, [2, 3, 0, 1]), train=False
+        random_key(7), _batch(tiny_data, task, [2, 3, 0, 1]), train=False
     )
     np.testing.assert_array_equal(first["moving"][:2], again["moving"][2:])
     np.testing.assert_array_equal(
@@ -52,8 +53,8 @@ def test_evaluation_pairs_are_a_function_of_the_example(task, tiny_data):
     assert not np.allclose(first["moving"], first["fixed"], atol=1e-2)
     # training pairs are new with every key
     batch = _batch(tiny_data, task, [0, 1])
-    a = task.prepare_batch(jax.random.key(0), batch, train=True)["moving"]
-    b = task.prepare_batch(jax.random.key(1), batch, train=True)["moving"]
+    a = task.prepare_batch(random_key(0), batch, train=True)["moving"]
+    b = task.prepare_batch(random_key(1), batch, train=True)["moving"]
     assert not np.allclose(a, b, atol=1e-2)
 
 
@@ -109,7 +110,7 @@ def test_the_loss_decreases_over_a_few_steps(task, tiny_data):
     model = voxelmorph_tiny(spatial_dims=2)
     inputs = task.inputs(pairs)
     assert inputs.shape == (8, 32, 32, 2)
-    params = model.init(jax.random.key(0), inputs, train=False)["params"]
+    params = model.init(random_key(0), inputs, train=False)["params"]
     tx = optax.adam(1e-2)
 
     @jax.jit
@@ -183,7 +184,7 @@ def test_volumes_register_through_the_same_hooks(tmp_path):
     assert pairs["pair_displacement"].shape == (2, *shape, 3)
     model = voxelmorph_tiny(spatial_dims=3)
     inputs = task.inputs(pairs)
-    outputs = model.apply(model.init(jax.random.key(0), inputs, train=False), inputs,
+    outputs = model.apply(model.init(random_key(0), inputs, train=False), inputs,
                           train=False)
     loss, per_pair = task.loss(outputs, pairs)
     assert np.isfinite(float(loss)) and per_pair["dice"].shape == (2,)

@@ -8,6 +8,7 @@ import pytest
 
 from medjax import losses
 from medjax.data import schema as roles
+from medjax.runtime import random_key
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.segmentation.task import SegmentationTask
 
@@ -65,14 +66,14 @@ def test_training_batches_crop_every_dense_field_at_one_place():
         "image": roles.image(), "mask": roles.label_map(),
         "instances": roles.instance_map(), "flow": roles.VECTOR, "label": roles.CLASS,
     }))
-    out = task.prepare_batch(jax.random.key(0), batch, train=True)
+    out = task.prepare_batch(random_key(0), batch, train=True)
     assert out["image"].shape == (6, 8, 5, 1) and out["mask"].shape == (6, 8, 5)
     np.testing.assert_array_equal(out["image"][..., 0], out["mask"].astype(np.float32))
     np.testing.assert_array_equal(out["instances"], out["mask"] * 10)
     np.testing.assert_array_equal(out["flow"][..., 1], -out["mask"].astype(np.float32))
     np.testing.assert_array_equal(out["label"], np.arange(6))
     # evaluation, or no patch size: whole images
-    whole = task.prepare_batch(jax.random.key(0), batch, train=False)
+    whole = task.prepare_batch(random_key(0), batch, train=False)
     assert whole["mask"].shape == (6, 20, 17) and whole["flow"].shape == (6, 20, 17, 2)
     whole_task = SegmentationTask(num_classes=4)
     unpatched = whole_task.prepare_batch(None, _batch(labels), train=True)

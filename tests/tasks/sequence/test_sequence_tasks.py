@@ -14,6 +14,7 @@ import sklearn.metrics
 
 from medjax.data import schema as roles
 from medjax.data.datasets.phantoms import cine_schema, torso_schema
+from medjax.runtime import random_key
 from medjax.tasks.base import TaskDataMismatch
 from medjax.tasks.classification import ClassificationTask
 from medjax.tasks.sequence import SequenceClassificationTask, SequenceRegressionTask
@@ -118,7 +119,7 @@ def test_a_slice_stack_moves_a_spatial_axis_to_time_and_augments_as_a_sequence()
         data_with(torso_schema(), "torso3d"))
     volume = jnp.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5, 1).astype(jnp.float32)
     batch = {"image": volume, "label": jnp.array([0, 1]), "valid": jnp.ones(2, bool)}
-    stack = task.prepare_batch(jax.random.key(0), batch, train=True)["image"]
+    stack = task.prepare_batch(random_key(0), batch, train=True)["image"]
     assert stack.shape == (2, 5, 3, 4, 1)
     for z in range(5):  # slice z of the sequence is the volume's axial slice z
         np.testing.assert_array_equal(stack[:, z], volume[:, :, :, z])
