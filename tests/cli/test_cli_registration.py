@@ -13,6 +13,25 @@ pytestmark = pytest.mark.slow  # every test here runs the programs
 TINY = ["data=phantoms_tiny", "trainer=smoke", "optim=adam"]
 
 
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """``trained(task, model)``: the directory of a finished ``medjax-train`` smoke
+    run of that pair, trained once for every test of this module that reads it."""
+    runs = {}
+
+    def run_dir(task: str, model: str) -> str:
+        if (task, model) not in runs:
+            cwd = tmp_path_factory.mktemp("registration")
+            result = medjax("medjax-train", f"task={task}", f"model={model}", *TINY,
+                            "hydra.run.dir=run", data_dir=data_dir, cwd=cwd)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "on 4 device(s)" in result.stderr + result.stdout
+            runs[task, model] = os.path.join(cwd, "run")
+        return runs[task, model]
+
+    return run_dir
+
+
 @pytest.mark.parametrize(
     "task, model",
     [
@@ -22,19 +41,8 @@ TINY = ["data=phantoms_tiny", "trainer=smoke", "optim=adam"]
         ("registration_ctmr", "voxelmorph_diff_tiny"),
     ],
 )
-def test_train_and_evaluate(task, model, data_dir, tmp_path):
-    result = medjax(
-        "medjax-train",
-        f"task={task}",
-        f"model={model}",
-        *TINY,
-        "hydra.run.dir=run",
-        data_dir=data_dir,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "on 4 device(s)" in result.stderr + result.stdout
-    run_dir = os.path.join(tmp_path, "run")
+def test_train_and_evaluate(task, model, trained, data_dir, tmp_path):
+    run_dir = trained(task, model)
     validation = [r for r in records(run_dir) if r["split"] == "validation"]
     assert [r["step"] for r in validation] == [2, 4]
     for record in validation:
@@ -70,7 +78,7 @@ def test_train_and_evaluate(task, model, data_dir, tmp_path):
     assert metrics["num_examples"] == 12 and 0.0 <= metrics["dice"] <= 1.0
 
 
-def test_medjax_register_applies_a_trained_network(data_dir, tmp_path):
+def test_medjax_register_applies_a_trained_network(trained, data_dir, tmp_path):
     """``medjax-register method=learned run_dir=RUN`` on a NIfTI pair whose index
     axes are swapped (the moving grid's rows are the fixed grid's columns): the
     warped image it writes is the moving image read at ``M (x + d(x))``, with
@@ -89,10 +97,7 @@ def test_medjax_register_applies_a_trained_network(data_dir, tmp_path):
     from medjax.engine.evaluate import restore_checkpoint
     from medjax.engine.state import init_state
 
-    result = medjax("medjax-train", "task=registration", "model=voxelmorph_tiny", *TINY,
-                    "hydra.run.dir=run", data_dir=data_dir, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = os.path.join(tmp_path, "run")
+    run_dir = trained("registration", "voxelmorph_tiny")  # test_train_and_evaluate's
     case = torso.torso_slice(np.random.default_rng(3), 32)
     fixed = case["image"].astype(np.float32)  # HU
     shifted = ndi.shift(fixed, (1.5, -1.0), order=1, cval=-1000.0).astype(np.float32)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from medjax.engine import reporting
+from tests.cli.test_user_errors import absl_writes_here
 
 pytestmark = pytest.mark.slow
 
@@ -200,6 +201,7 @@ def test_eval_reports_a_failed_write_in_one_line(
         "medjax-eval", f"run_dir={reference_run}", "checkpoint=latest",
         "compilation_cache=null",
     ])  # fmt: skip
+    absl_writes_here()  # as test_user_errors does: Hydra's set-up closes handlers
     with pytest.raises(SystemExit) as exited:
         eval_cli.main()
     path = reference_run / "eval.json"

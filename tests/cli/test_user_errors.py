@@ -39,7 +39,7 @@ def run_program(program: str, args: list[str]) -> tuple[int | str, str]:
     status: int | str = 0
     try:
         with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            _absl_writes_here()
+            absl_writes_here()
             try:
                 module.main()
             except SystemExit as stop:
@@ -53,7 +53,7 @@ def run_program(program: str, args: list[str]) -> tuple[int | str, str]:
     return status, output.getvalue()
 
 
-def _absl_writes_here() -> None:
+def absl_writes_here() -> None:
     """Points absl's log handler at the current ``sys.stderr``. Hydra's logging
     set-up closes every handler, and absl's closes its stream unless it is
     ``sys.stderr``: left on pytest's capture of an earlier phase, it would close
