@@ -3,7 +3,7 @@
 The issue's target asks the learned dense model for the iterative dense
 method's Dice at >= 100x its speed per pair. This script bounds the learned
 side from below: the floating-point work of each registration network's
-forward pass on one 64² pair (XLA's own count of the ``conv_impl=xla``
+forward pass on one 64² pair (or 64³ with ``--dims 3``; XLA's own count of the ``conv_impl=xla``
 program), divided by the best matrix-product rate this machine reaches (a
 2048² float32 product, the most efficient kernel there is). No implementation
 of that network can be faster than that bound; the measured time per pair
@@ -13,6 +13,7 @@ the study's first 100 monomodal test pairs (its settings, SSD and NCC, timed
 in the same run; its Dice there is in ``study_table.md``).
 
     python experiments/registration/speed_floor.py
+    python experiments/registration/speed_floor.py --dims 3 --pairs 4
 """
 
 import argparse
@@ -23,7 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from medjax.config import compose
+from medjax.config.run import build_run
 from medjax.models.registration import affine, voxelmorph
+from medjax.runtime import random_key
 from medjax.tasks.registration import IterativeRegistration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,11 +35,12 @@ sys.path.insert(0, HERE)
 import learned  # noqa: E402
 
 NETWORKS = {
-    "VoxelMorph-style": lambda impl: voxelmorph.voxelmorph_small(spatial_dims=2,
-                                                                 conv_impl=impl),
-    "diffeomorphic": lambda impl: voxelmorph.voxelmorph_small(
-        spatial_dims=2, diffeomorphic=True, conv_impl=impl),
-    "affine net": lambda impl: affine.affine_net_small(spatial_dims=2, conv_impl=impl),
+    "VoxelMorph-style": lambda impl, dims: voxelmorph.voxelmorph_small(
+        spatial_dims=dims, conv_impl=impl),
+    "diffeomorphic": lambda impl, dims: voxelmorph.voxelmorph_small(
+        spatial_dims=dims, diffeomorphic=True, conv_impl=impl),
+    "affine net": lambda impl, dims: affine.affine_net_small(spatial_dims=dims,
+                                                             conv_impl=impl),
 }
 
 
@@ -49,9 +54,9 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
 
 def forward_gflop(make, shape) -> float:
     """XLA's flop count of one forward pass on a batch of ``shape``, in GFLOP."""
-    model = make("xla")
+    model = make("xla", len(shape) - 2)
     x = jnp.zeros(shape, jnp.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = model.init(random_key(0), x, train=False)
     compiled = jax.jit(lambda v, a: model.apply(v, a, train=False)).lower(variables, x).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, list) else analysis
@@ -59,9 +64,9 @@ def forward_gflop(make, shape) -> float:
 
 
 def measured_seconds(make, shape) -> float:
-    model = make("auto")
+    model = make("auto", len(shape) - 2)
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
-    variables = model.init(jax.random.key(0), x, train=False)
+    variables = model.init(random_key(0), x, train=False)
     apply = jax.jit(lambda v, a: model.apply(v, a, train=False))
     _, seconds = learned.timed(apply, variables, x)
     return seconds
@@ -70,11 +75,12 @@ def measured_seconds(make, shape) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=100)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--dims", type=int, choices=(2, 3), default=2,
+                        help="3: torso3d 64³ volume pairs (the study's 2D pairs otherwise)")
     args = parser.parse_args()
     rate = matmul_rate()
     print(f"matmul rate (2048² float32): {rate:.0f} GFLOP/s")
-    shape = (args.pairs, args.size, args.size, 2)
+    shape = (args.pairs, *(64,) * args.dims, 2)
     print(f"\n{'network':<18} {'GFLOP/pair':>11} {'floor s/pair':>13} {'measured s/pair':>16}")
     for name, make in NETWORKS.items():
         gflop = forward_gflop(make, shape) / args.pairs
@@ -82,14 +88,21 @@ def main():
         print(f"{name:<18} {gflop:>11.4f} {gflop / rate:>13.6f} {seconds:>16.6f}")
     import study  # the study's pairs and iterative settings
 
-    task, _, pairs = study.phantom_pairs("monomodal", args.pairs)
-    print(f"\niterative dense on {args.pairs} monomodal test pairs, and the 100x budget:")
+    if args.dims == 2:
+        _, _, pairs = study.phantom_pairs("monomodal", args.pairs)
+    else:
+        run = build_run(compose("train", ["experiment=registration_voxelmorph",
+                                          "data=phantoms3d", "model.spatial_dims=3"]))
+        pairs = learned.test_pairs(run.task, run.data, args.pairs)
+    print(f"\niterative dense on {args.pairs} monomodal test pairs of "
+          f"{pairs['fixed'].shape[1:-1]}, and the 100x budget:")
     for similarity in ("ssd", "ncc"):
         method = IterativeRegistration("dense", similarity, **study.DENSE)
         _, seconds = learned.timed(lambda f, m: method(f, m)["displacement"],
                                    pairs["fixed"], pairs["moving"], repeats=1)
         per_pair = seconds / args.pairs
         print(f"  {similarity}: {per_pair:.6f} s/pair -> 100x: {per_pair / 100:.6f} s/pair")
+
 
 if __name__ == "__main__":
     main()
