@@ -16,6 +16,7 @@ import numpy as np
 
 from medjax import losses, metrics
 from medjax.data import schema as roles
+from medjax.ops.noise import coarse_noise
 from medjax.tasks.base import Batch, Task
 
 # The clean image a step reconstructs (the inputs may be corrupted).
@@ -42,6 +43,10 @@ class ReconstructionTask(Task):
             before on-device augmentation, which then moves the noisy input and
             the clean target together (``batch_roles`` gives the target the image
             role).
+        noise_resolution: None: the noise is white (i.i.d. per voxel); a
+            number of grid points per axis: coarse noise
+            (:func:`medjax.ops.noise.coarse_noise`, Kascenas et al. 2022),
+            drawn on that grid with ``denoising_std`` and upsampled linearly.
         kl_weight: beta of the KL term (VAE outputs only).
         data_range: intensity range of the images, for PSNR.
         num_figure_cases: cases drawn at each evaluation.
@@ -49,6 +54,7 @@ class ReconstructionTask(Task):
 
     image_key: str = "image"
     denoising_std: float = 0.0
+    noise_resolution: int | None = None
     kl_weight: float = 1.0
     data_range: float = 2.0
     num_figure_cases: int = 4
@@ -58,6 +64,10 @@ class ReconstructionTask(Task):
     def __post_init__(self):
         if self.denoising_std < 0:
             raise ValueError(f"task.denoising_std: expected >= 0, got {self.denoising_std}")
+        if self.noise_resolution is not None and self.noise_resolution < 1:
+            raise ValueError(
+                f"task.noise_resolution: expected >= 1 or null, got {self.noise_resolution}"
+            )
         if self.kl_weight < 0:
             raise ValueError(f"task.kl_weight: expected >= 0, got {self.kl_weight}")
         if self.data_range <= 0:
@@ -68,11 +78,15 @@ class ReconstructionTask(Task):
 
     def prepare_batch(self, key, batch: Batch, *, train: bool) -> Batch:
         """Adds the clean image as ``TARGET_KEY`` and, in training with
-        ``denoising_std``, corrupts the input with N(0, denoising_std**2) noise."""
+        ``denoising_std``, corrupts the input with N(0, denoising_std**2) noise,
+        white or coarse (``noise_resolution``)."""
         clean = batch[self.image_key]
         noisy = clean
         if train and self.denoising_std > 0:
-            noise = jax.random.normal(key, clean.shape, jnp.float32)
+            if self.noise_resolution is None:
+                noise = jax.random.normal(key, clean.shape, jnp.float32)
+            else:
+                noise = coarse_noise(key, clean.shape, self.noise_resolution)
             noisy = (clean + self.denoising_std * noise).astype(clean.dtype)
         return {**batch, self.image_key: noisy, TARGET_KEY: clean}
 

@@ -80,7 +80,11 @@ def test_auroc_and_auprc_match_scikit_learn(seed):
     rng = np.random.default_rng(seed)
     labels = rng.random(40) < 0.4
     scores = np.round(rng.random(40) + 0.5 * labels, 1)  # rounded: ties
-    result = AnomalyTask().split_metrics({"score": scores, "label": labels.astype(np.int32) * 2})
+    maps = rng.random((40, 3, 3)).astype(np.float32)
+    result = AnomalyTask().split_metrics({
+        "score": scores, "label": labels.astype(np.int32) * 2, "anomaly_map": maps,
+        "lesion_mask": (maps > 0.8).astype(np.uint8), "inside": np.ones((40, 3, 3), np.uint8),
+    })
     assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores))
     assert result["auprc"] == pytest.approx(average_precision_score(labels, scores))
     assert result["score_lesion"] == pytest.approx(scores[labels].mean())
@@ -170,3 +174,54 @@ def test_anomaly_detection_trains_end_to_end_and_exports_latents(data_dir, tmp_p
     assert os.path.isfile(tmp_path / "latents" / "latents_pca.png")
 
 
+
+
+def test_coarse_noise_corrupts_inputs_with_the_ops_noise():
+    image = jnp.zeros((2, 32, 32, 1))
+    batch = {"image": image, "valid": jnp.ones(2, bool)}
+    task = ReconstructionTask(denoising_std=0.5, noise_resolution=8)
+    noisy = task.prepare_batch(random_key(4), batch, train=True)
+    from medjax.ops.noise import coarse_noise
+
+    np.testing.assert_allclose(noisy["image"], 0.5 * coarse_noise(random_key(4), image.shape, 8),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(noisy[TARGET_KEY], image)
+    with pytest.raises(ValueError, match="noise_resolution"):
+        ReconstructionTask(noise_resolution=0)
+
+
+def test_region_scoring_counts_only_lesions_inside_and_reports_pixel_metrics():
+    task = AnomalyTask(region_key="organ_mask", region_labels=(3,))
+    inside = np.zeros((3, 4, 4), np.uint8)
+    inside[:, :2] = 1  # the region: the top half
+    lesion = np.zeros((3, 4, 4), np.uint8)
+    lesion[0, 0, 0] = 1  # inside the region
+    lesion[1, 3, 3] = 1  # outside it (a lung nodule, say): healthy in the region
+    maps = np.where(lesion > 0, 1.0, 0.1).astype(np.float32)
+    maps[1, 3, 3] = 0.1
+    out = {"score": np.array([1.0, 0.5, 0.2]), "label": np.array([1, 1, 0]),
+           "anomaly_map": maps, "lesion_mask": lesion, "inside": inside}
+    np.testing.assert_array_equal(task.image_truth(out), [True, False, False])
+    result = task.split_metrics(out)
+    assert result["auroc"] == 1.0 and result["score_lesion"] == 1.0
+    # Inside the region the only lesion voxel scores highest: a perfect map.
+    assert result["pixel_auprc"] == 1.0 and result["best_dice"] == 1.0
+    assert AnomalyTask().image_truth(out).tolist() == [True, True, False]
+
+
+def test_restoration_replaces_the_reconstruction_in_the_map():
+    task = AnomalyTask(restoration_steps=1, restoration_step_size=0.25, restoration_weight=0.0,
+                       body_threshold=-0.5, map_sigma=0.0, score_quantile=None)
+    image = jnp.full((1, 4, 4, 1), -1.0).at[:, 1:3, 1:3].set(0.4)
+
+    def zero_decoder(x):
+        return {"reconstruction": jnp.zeros_like(x)}
+
+    outputs = task.predict(zero_decoder, image)
+    # One step on sum (x - 0)^2 inside the body: x <- x - 0.25 * 2x = x / 2.
+    expected = image.at[:, 1:3, 1:3].set(0.2)
+    np.testing.assert_allclose(outputs["restored"], expected, rtol=1e-6)
+    batch = {"image": image, "label": jnp.array([1]), "lesion_mask": jnp.zeros((1, 4, 4), jnp.int32)}
+    host = task.host_outputs(outputs, batch)
+    np.testing.assert_allclose(host["score"], [0.2**2], rtol=1e-5)
+    assert "restored" not in AnomalyTask().predict(zero_decoder, image)
