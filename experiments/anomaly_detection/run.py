@@ -37,13 +37,13 @@ import numpy as np
 
 from medjax.config import compose
 from medjax.config.run import build_run
+from medjax.data import pipeline
 from medjax.engine import loop, sharding
 from medjax.engine.evaluate import restore_checkpoint
 from medjax.engine.reporting import read_metrics
 from medjax.engine.state import init_state
-from medjax.data import pipeline
 from medjax.inferers.anomaly_features import distance_maps, layer_features, memory_bank
-from medjax.metrics import anomaly_maps, psnr
+from medjax.metrics import psnr
 from medjax.ops.filters import gaussian_smooth
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -245,8 +245,9 @@ def run_seed(seed: int, steps: dict[str, int], runs: str,
             t = trained[method.split("_")[1]]
             best = None
             for step_size, weight in RESTORATION_GRID:  # chosen on validation
-                options = dict(restoration_steps=RESTORATION_STEPS,
-                               restoration_step_size=step_size, restoration_weight=weight)
+                options = {"restoration_steps": RESTORATION_STEPS,
+                           "restoration_step_size": step_size,
+                           "restoration_weight": weight}
                 few = {k: v[:RESTORATION_TUNING_SLICES] for k, v in arrays["validation"].items()}
                 found = scores(task, residual_maps(t, few["image"], **options), few,
                                None)["pixel_auprc"]
@@ -313,8 +314,9 @@ def tables(results: list[dict], methods: list[str]) -> str:
 
 
 def plot_metrics(results: list[dict], methods: list[str], path: str) -> None:
-    from medjax import viz  # noqa: F401  (the backend, before pyplot)
     import matplotlib.pyplot as plt
+
+    from medjax import viz  # noqa: F401  (the backend, before pyplot)
 
     keys = [("body_pixel_auprc", "pixel AUPRC, body"), ("body_dice", "Dice, body"),
             ("body_auroc", "image AUROC, body"), ("liver_pixel_auprc", "pixel AUPRC, liver"),
@@ -340,8 +342,9 @@ def plot_maps(example: dict, methods: list[str], path: str, count: int = 5) -> N
     """Test slices (lesion-bearing first, one healthy last): the image with the
     lesions contoured in red, then every method's map (its own colour scale
     per panel), seed 0."""
-    from medjax import viz  # noqa: F401
     import matplotlib.pyplot as plt
+
+    from medjax import viz  # noqa: F401
 
     arrays = example["arrays"]
     lesion = np.flatnonzero(arrays["label"] > 0)[: count - 1]
@@ -371,8 +374,9 @@ def plot_maps(example: dict, methods: list[str], path: str, count: int = 5) -> N
 
 def plot_training(runs: dict[str, str], path: str) -> None:
     """Validation PSNR and pixel AUPRC during training, seed 0."""
-    from medjax import viz  # noqa: F401
     import matplotlib.pyplot as plt
+
+    from medjax import viz  # noqa: F401
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     for i, (variant, run_dir) in enumerate(runs.items()):
@@ -408,7 +412,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip()
+                            text=True, cwd=HERE, check=False).stdout.strip()
     steps = {v: args.steps for v in TRAINED}
     steps.update(coarse_dae=args.dae_steps, supervised=args.supervised_steps)
     results, example = [], None
