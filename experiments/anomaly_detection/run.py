@@ -2,8 +2,8 @@
 trained on healthy slices only, scored per pixel and per image, beside a
 supervised U-Net (see README.md in this folder).
 
-    python experiments/anomaly_detection/run.py [--seeds 0 1 2] [--steps 1500]
-        [--dae-steps 3000] [--supervised-steps 1500]
+    python experiments/anomaly_detection/run.py [--seeds 0 1 2] [--steps 1000]
+        [--dae-steps 2000] [--supervised-steps 1000] [--report]
 
 Per seed: trains ``experiment=anomaly_{ae,vae,denoising,ae_coarse,coarse_dae}``
 and ``experiment=anomaly_supervised`` in ``runs/anomaly_detection/`` (as
@@ -401,15 +401,28 @@ def plot_training(runs: dict[str, str], path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=1500,
+    parser.add_argument("--steps", type=int, default=1000,
                         help="training steps of the autoencoders with a code")
-    parser.add_argument("--dae-steps", type=int, default=3000,
+    parser.add_argument("--dae-steps", type=int, default=2000,
                         help="of the coarse-noise DAE (a U-Net)")
-    parser.add_argument("--supervised-steps", type=int, default=1500)
+    parser.add_argument("--supervised-steps", type=int, default=1000)
     parser.add_argument("--methods", nargs="+", choices=list(NAMES), default=DEFAULT_METHODS)
     parser.add_argument("--runs", default="runs/anomaly_detection")
     parser.add_argument("--out", default=HERE)
+    parser.add_argument("--report", action="store_true",
+                        help="only the tables and figures of OUT/results.json and the "
+                        "seed-0 runs' training curves (no anomaly-map figure)")
     args = parser.parse_args()
+    if args.report:
+        with open(os.path.join(args.out, "results.json")) as f:
+            results = json.load(f)["results"]
+        methods = [m for m in args.methods if any(r["method"] == m for r in results)]
+        plot_metrics(results, methods, os.path.join(args.out, "metrics.png"))
+        plot_training({v: os.path.join(args.runs, f"{v}_seed0") for v in TRAINED
+                       if os.path.isdir(os.path.join(args.runs, f"{v}_seed0"))},
+                      os.path.join(args.out, "training.png"))
+        print(tables(results, methods))
+        return
     start = time.perf_counter()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE, check=False).stdout.strip()
@@ -419,12 +432,13 @@ def main() -> None:
     for seed in args.seeds:
         rows, maps = run_seed(seed, steps, args.runs, args.methods)
         results += rows
-        example = example or maps
+        if example is None:
+            example = maps
+            plot_maps(example, args.methods, os.path.join(args.out, "anomaly_maps.png"))
+            plot_training(example["runs"], os.path.join(args.out, "training.png"))
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump({"commit": commit, "steps": steps, "results": results}, f, indent=1)
-    plot_metrics(results, args.methods, os.path.join(args.out, "metrics.png"))
-    plot_maps(example, args.methods, os.path.join(args.out, "anomaly_maps.png"))
-    plot_training(example["runs"], os.path.join(args.out, "training.png"))
+        plot_metrics(results, args.methods, os.path.join(args.out, "metrics.png"))
     print(tables(results, args.methods))
     print(f"commit {commit}; {(time.perf_counter() - start) / 60:.1f} min in all")
 

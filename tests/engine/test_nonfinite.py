@@ -223,5 +223,12 @@ def test_split_metrics_of_nonfinite_scores_are_nan_with_one_warning(tmp_path, ca
     scores = np.array([np.nan, 0.9, 0.1, 0.8])
     assert np.isnan(average_precision(scores, np.array([1, 0, 1, 1])))
     labels = np.array([1, 0, 1, 1])
-    result = AnomalyTask().split_metrics({"score": scores, "label": labels})
+    maps = np.full((4, 3, 3), np.nan, np.float32)  # a diverged model's maps
+    lesions = np.zeros((4, 3, 3), np.uint8)
+    lesions[0, 1, 1] = 1
+    result = AnomalyTask().split_metrics({
+        "score": scores, "label": labels, "anomaly_map": maps, "lesion_mask": lesions,
+        "inside": np.ones((4, 3, 3), np.uint8),
+    })
     assert np.isnan(result["auroc"]) and np.isnan(result["auprc"])
+    assert np.isnan(result["pixel_auroc"]) and np.isnan(result["pixel_auprc"])
