@@ -44,7 +44,7 @@ from medjax.engine.reporting import read_metrics
 from medjax.engine.state import init_state
 from medjax.inferers.anomaly_features import distance_maps, layer_features, memory_bank
 from medjax.metrics import psnr
-from medjax.ops.filters import gaussian_smooth
+from medjax.metrics.reconstruction import smooth_maps
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAINED = {
@@ -62,6 +62,8 @@ NAMES = {
 # The 3-seed study's (ae_coarse and restoration_ae on request: --methods).
 DEFAULT_METHODS = ["ae", "vae", "dae", "coarse_dae", "restoration_vae", "features",
                    "supervised"]
+# The trained model each scoring method uses (the others use their own).
+NEEDS = {"restoration_vae": "vae", "restoration_ae": "ae", "features": "coarse_dae"}
 REGIONS = {"body": None, "liver": (3,)}  # ORGAN_LABELS["liver"]
 FEATURE_LAYERS = ("unet/down_1", "unet/down_2")
 RESTORATION_GRID = [(s, w) for s in (0.05, 0.2) for w in (0.02, 0.2)]
@@ -176,15 +178,8 @@ def feature_maps(trained: Trained, train_images: np.ndarray, arrays: dict[str, d
             distance_maps(np.asarray(features(jnp.asarray(split_data["image"][i:i + 50]))), bank)
             for i in range(0, len(split_data["image"]), 50)
         ])
-        result[split] = smooth(maps, sigma)
+        result[split] = np.asarray(smooth_maps(jnp.asarray(maps), sigma))
     return result
-
-
-def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """The Gaussian smoothing ``medjax.metrics.anomaly_maps`` gives residuals."""
-    ones = np.ones((1, *maps.shape[1:]), np.float32)
-    return np.asarray(gaussian_smooth(jnp.asarray(maps), sigma)
-                      / gaussian_smooth(jnp.asarray(ones), sigma))
 
 
 def supervised_maps(trained: Trained, images: np.ndarray) -> np.ndarray:
@@ -224,11 +219,9 @@ def evaluate(task, maps: dict[str, np.ndarray], arrays: dict[str, dict]) -> dict
 def run_seed(seed: int, steps: dict[str, int], runs: str,
              methods: list[str]) -> tuple[list[dict], dict]:
     trained = {}
+    needed = {NEEDS.get(method, method) for method in methods}
     for variant in TRAINED:
-        needed = {variant} | ({"vae"} if variant == "vae" else set())
-        if needed & set(methods) or (variant == "coarse_dae" and "features" in methods) or (
-            variant == "vae" and "restoration_vae" in methods) or (
-            variant == "ae" and "restoration_ae" in methods):
+        if variant in needed:
             trained[variant] = train(variant, seed, steps[variant], runs)
     anomaly = next(t for v, t in trained.items() if v != "supervised")
     arrays = {split: split_arrays(anomaly.data, split) for split in ("validation", "test")}

@@ -26,10 +26,16 @@ def anomaly_maps(
         ``[B, *S]`` float32.
     """
     error = jnp.sum(jnp.square(image.astype(jnp.float32) - reconstruction), axis=-1)
+    return smooth_maps(error, sigma)
+
+
+def smooth_maps(maps: jnp.ndarray, sigma: float) -> jnp.ndarray:
+    """Anomaly ``maps [B, *S]`` of any method Gaussian-smoothed by ``sigma``
+    voxels (0: as they are), by normalised convolution: the zero padding would
+    otherwise dim the borders."""
     if sigma <= 0:
-        return error
-    # Normalised convolution: the zero padding would otherwise dim the borders.
-    return gaussian_smooth(error, sigma) / gaussian_smooth(jnp.ones_like(error[:1]), sigma)
+        return maps
+    return gaussian_smooth(maps, sigma) / gaussian_smooth(jnp.ones_like(maps[:1]), sigma)
 
 
 def anomaly_scores(
