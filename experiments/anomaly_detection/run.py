@@ -82,10 +82,10 @@ class Trained:
     run_dir: str
 
 
-def train(variant: str, seed: int, steps: int, runs: str) -> Trained:
-    """Trains ``experiment=TRAINED[variant]`` (validation every steps/4) and
-    restores its last checkpoint: no labels pick the model."""
-    every = max(steps // 4, 1)
+def train(variant: str, seed: int, steps: int, runs: str, evaluations: int = 4) -> Trained:
+    """Trains ``experiment=TRAINED[variant]`` (validation ``evaluations``
+    times) and restores its last checkpoint: no labels pick the model."""
+    every = max(steps // evaluations, 1)
     overrides = [f"experiment={TRAINED[variant]}", f"seed={seed}",
                  f"trainer.max_steps={steps}", f"trainer.eval_every={every}",
                  f"trainer.checkpoint_every={steps}"]
@@ -216,20 +216,21 @@ def evaluate(task, maps: dict[str, np.ndarray], arrays: dict[str, dict]) -> dict
     return result
 
 
-def run_seed(seed: int, steps: dict[str, int], runs: str,
-             methods: list[str]) -> tuple[list[dict], dict]:
+def run_seed(seed: int, steps: dict[str, int], runs: str, methods: list[str],
+             evaluations: int = 4) -> tuple[list[dict], dict]:
     trained = {}
     needed = {NEEDS.get(method, method) for method in methods}
     for variant in TRAINED:
         if variant in needed:
-            trained[variant] = train(variant, seed, steps[variant], runs)
+            trained[variant] = train(variant, seed, steps[variant], runs, evaluations)
     anomaly = next(t for v, t in trained.items() if v != "supervised")
     arrays = {split: split_arrays(anomaly.data, split) for split in ("validation", "test")}
     task = anomaly.task
     rows, all_maps = [], {}
     for method in methods:
         start = time.perf_counter()
-        row = {"method": method, "seed": seed}
+        row = {"method": method, "seed": seed,
+               "steps": steps[NEEDS.get(method, method)]}
         if method in ("ae", "vae", "dae", "ae_coarse", "coarse_dae"):
             t = trained[method]
             maps = {s: residual_maps(t, a["image"]) for s, a in arrays.items()}
@@ -292,8 +293,8 @@ def tables(results: list[dict], methods: list[str]) -> str:
                          for key, _ in columns]
                 lines.append(f"| {NAMES[method]} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines))
-    quality = ["| model | healthy validation PSNR (dB) | SSIM | training (s) |",
-               "| --- | ---: | ---: | ---: |"]
+    quality = ["| model | healthy validation PSNR (dB) | SSIM | steps | training (s) |",
+               "| --- | ---: | ---: | ---: | ---: |"]
     for method in methods:
         rows = [r for r in results if r["method"] == method and "psnr" in r]
         if rows:
@@ -301,6 +302,7 @@ def tables(results: list[dict], methods: list[str]) -> str:
                 f"| {NAMES[method]} | {np.mean([r['psnr'] for r in rows]):.1f} ± "
                 f"{np.std([r['psnr'] for r in rows], ddof=1) if len(rows) > 1 else 0:.1f} | "
                 f"{np.mean([r['ssim'] for r in rows]):.3f} | "
+                f"{'/'.join(sorted({str(r.get('steps', '?')) for r in rows}))} | "
                 f"{np.mean([r['train_seconds'] for r in rows]):.0f} |")
     out.append("\n".join(quality))
     return "\n\n".join(out)
@@ -402,6 +404,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=list(NAMES), default=DEFAULT_METHODS)
     parser.add_argument("--runs", default="runs/anomaly_detection")
     parser.add_argument("--out", default=HERE)
+    parser.add_argument("--evaluations", type=int, default=4,
+                        help="validations during each training run")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the rows of METHODS and SEEDS in OUT/results.json "
+                        "(the figures of these methods get their names as a suffix)")
     parser.add_argument("--report", action="store_true",
                         help="only the tables and figures of OUT/results.json and the "
                         "seed-0 runs' training curves (no anomaly-map figure)")
@@ -421,18 +428,30 @@ def main() -> None:
                             text=True, cwd=HERE, check=False).stdout.strip()
     steps = {v: args.steps for v in TRAINED}
     steps.update(coarse_dae=args.dae_steps, supervised=args.supervised_steps)
-    results, example = [], None
+    results, example, suffix, methods = [], None, "", args.methods
+    if args.merge:
+        with open(os.path.join(args.out, "results.json")) as f:
+            old = json.load(f)
+        for r in old["results"]:  # the rows kept say what they ran
+            r.setdefault("commit", old["commit"])
+            r.setdefault("steps", old["steps"][NEEDS.get(r["method"], r["method"])])
+        results = [r for r in old["results"]
+                   if not (r["method"] in args.methods and r["seed"] in args.seeds)]
+        suffix = "_" + "_".join(args.methods)
+        methods = [m for m in NAMES if m in args.methods
+                   or any(r["method"] == m for r in results)]
     for seed in args.seeds:
-        rows, maps = run_seed(seed, steps, args.runs, args.methods)
-        results += rows
+        rows, maps = run_seed(seed, steps, args.runs, args.methods, args.evaluations)
+        results += [dict(r, commit=commit) for r in rows]
         if example is None:
             example = maps
-            plot_maps(example, args.methods, os.path.join(args.out, "anomaly_maps.png"))
-            plot_training(example["runs"], os.path.join(args.out, "training.png"))
+            plot_maps(example, args.methods,
+                      os.path.join(args.out, f"anomaly_maps{suffix}.png"))
+            plot_training(example["runs"], os.path.join(args.out, f"training{suffix}.png"))
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump({"commit": commit, "steps": steps, "results": results}, f, indent=1)
-        plot_metrics(results, args.methods, os.path.join(args.out, "metrics.png"))
-    print(tables(results, args.methods))
+        plot_metrics(results, methods, os.path.join(args.out, "metrics.png"))
+    print(tables(results, methods))
     print(f"commit {commit}; {(time.perf_counter() - start) / 60:.1f} min in all")
 
 
