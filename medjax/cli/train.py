@@ -10,7 +10,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from medjax import files
 from medjax.cli.common import (
-    CONFIG_PATH, compilation_cache, quiet_libraries, reports_errors,
+    CONFIG_PATH,
+    compilation_cache,
+    quiet_libraries,
+    reports_errors,
 )
 from medjax.config.resume import IGNORED_KEYS, check_resume
 from medjax.config.run import build_run
@@ -19,11 +22,12 @@ from medjax.config.run import build_run
 @hydra.main(version_base=None, config_path=CONFIG_PATH, config_name="train")
 @reports_errors("medjax-train")
 def _train(cfg: DictConfig) -> float | None:
-    from medjax.engine import run_lock
+    from medjax.engine import distributed, run_lock
     from medjax.engine.loop import train  # imports JAX: keep --help fast
 
     quiet_libraries()
     compilation_cache(cfg)
+    distributed.initialize(cfg.get("distributed") or {})  # before any device is used
     hydra_config = HydraConfig.get()
     run_dir = hydra_config.runtime.output_dir
     run = build_run(cfg)
@@ -45,8 +49,9 @@ def _train(cfg: DictConfig) -> float | None:
         # and only then a write: a refused run changes nothing there.
         with run_lock.holding(run_dir):
             check_resume(run_dir, resolved, ignored)
-            config_path = os.path.join(run_dir, "config.yaml")
-            files.write_text(config_path, OmegaConf.to_yaml(resolved))
+            if distributed.is_main_process():
+                config_path = os.path.join(run_dir, "config.yaml")
+                files.write_text(config_path, OmegaConf.to_yaml(resolved))
             summary = train(
                 task=run.task, model=run.model, tx=run.tx, data=run.data,
                 augment=run.augment, run_dir=run_dir, seed=cfg.seed, config=resolved,
@@ -56,7 +61,8 @@ def _train(cfg: DictConfig) -> float | None:
         sys.exit(130)
     if summary["interrupted"]:
         sys.exit(130)
-    print("\n".join(ending_lines(run_dir, summary)))
+    if distributed.is_main_process():
+        print("\n".join(ending_lines(run_dir, summary)))
     best = summary.get("best") or {}
     best_metric = trainer["best_metric"]
     return best.get(best_metric) if best_metric else None

@@ -35,6 +35,13 @@ IGNORED_KEYS = (
     "trainer.max_nonfinite",
     "data.data_dir",
     "data.num_threads",
+    # how many processes train: a run checkpointed by N processes resumes with M
+    "distributed.enabled",
+    "distributed.coordinator_address",
+    "distributed.num_processes",
+    "distributed.process_id",
+    "distributed.local_device_ids",
+    "distributed.initialization_timeout",
 )
 
 _ABSENT = object()

@@ -1,6 +1,7 @@
 """Helpers shared by every dataset's sources: where TFDS builders write, and a
 ``{split: source}`` mapping that builds its sources on first use."""
 
+import fcntl
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,6 +40,35 @@ def writable_data_dir(data_dir: str | None) -> str:
             "point it at a writable directory"
         )
     return directory
+
+
+def prepared(make_builder: Callable[[], Any], data_dir: str) -> Any:
+    """A TFDS builder (``make_builder()``) whose dataset is built in
+    ``data_dir``, building it if needed. Processes sharing ``data_dir`` (the
+    processes of a multi-process run, a parallel sweep's jobs) build it once:
+    the first takes ``data_dir/.<name>-<config>.lock``, the others wait for it
+    and then read what it wrote.
+
+    Raises:
+        WriteError: the dataset must be built and ``data_dir`` is not writable.
+    """
+    builder = make_builder()
+    if builder.is_prepared():
+        return builder
+    writable_data_dir(data_dir)
+    config = builder.builder_config.name if builder.builder_config else "default"
+    lock = os.path.join(data_dir, f".{builder.name}-{config}.lock")
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            # Built by another process while this one waited: a new builder
+            # reads its dataset_info (the waiting one was made without it).
+            builder = make_builder()
+            if not builder.is_prepared():
+                builder.download_and_prepare()
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return builder
 
 
 class LazySources(Mapping):

@@ -227,13 +227,25 @@ class Checkpoints:
         self.manager.close()
 
     def _set_aside(self, step: int, reason: str) -> None:
-        """Renames ``<step>`` to ``<step>.unreadable`` (numbered if taken)."""
+        """Renames ``<step>`` to ``<step>.unreadable`` (numbered if taken); in
+        a multi-process run process 0 renames and the others wait for it."""
+        self.set_aside_steps[step] = reason
+        if jax.process_index() != 0:
+            _sync_processes(f"medjax_set_aside_{step}")
+            return
         source = os.path.join(self.directory, str(step))
         target, count = source + UNREADABLE_SUFFIX, 1
         while os.path.exists(target):
             target, count = f"{source}{UNREADABLE_SUFFIX}-{count}", count + 1
         os.rename(source, target)
-        self.set_aside_steps[step] = reason
+        _sync_processes(f"medjax_set_aside_{step}")
+
+
+def _sync_processes(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _step_names(directory: str) -> list[str]:

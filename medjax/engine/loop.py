@@ -7,7 +7,8 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -16,7 +17,7 @@ from tqdm.auto import tqdm
 from medjax.data import pipeline
 from medjax.data import schema as roles
 from medjax.data.dataset import Dataset
-from medjax.engine import reporting, sharding
+from medjax.engine import distributed, reporting, sharding
 from medjax.engine.checkpoint import Checkpoints
 from medjax.engine.evaluate import configured, evaluate
 from medjax.engine.nonfinite import NonFiniteGuard, split_means, stop_message
@@ -26,7 +27,6 @@ from medjax.engine.step import compile_steps
 from medjax.errors import ConfigError, NonFiniteError
 from medjax.runtime import random_key
 from medjax.viz.curves import plot_curves
-
 
 ON_NONFINITE = ("stop", "skip")
 
@@ -178,9 +178,12 @@ def train(
     state, start = checkpoints.restore_for_resume(state)
     if not start and initialize is not None:
         state = jax.device_put(initialize(state), sharding.replicated(mesh))
-    log = reporting.MetricsLog(run_dir, resume_step=start)
+    is_main = distributed.is_main_process()
+    # Multi-process: the processes agree at the start of every step whether
+    # any of them was signalled, so that all stop after the same step.
+    multi_process = jax.process_count() > 1
+    log = reporting.MetricsLog(run_dir, resume_step=start, write=is_main)
     config = config or {}
-    is_main = jax.process_index() == 0
     if is_main and progress:
         tqdm.write(
             f"medjax: {count_params(state.params):,} parameters on {mesh.devices.size} "
@@ -216,9 +219,11 @@ def train(
         log.close()
         raise NonFiniteError(stop_message(problem, latest))
 
-    step = start
+    step, stopping = start, False
     with StopOnSignal() as stop:
         for step in range(start + 1, max_steps + 1):
+            if multi_process:
+                stopping = distributed.any_process(stop.requested is not None)
             batch = pipeline.to_devices(next(batches), data_sharding)
             state, metrics = train_fn(state, batch, step_key)
             if window:
@@ -226,7 +231,9 @@ def train(
                 jax.block_until_ready(window[-1])
                 stop_if(guard.check(step - 1, window[-1]))
             window.append(metrics)
-            last = step == max_steps or stop.requested is not None
+            if not multi_process:
+                stopping = stop.requested is not None
+            last = step == max_steps or stopping
             logged = step % log_every == 0 or last
             if logged or step % eval_every == 0 or step % checkpoint_every == 0:
                 # What is logged, evaluated or saved has been checked first.
@@ -249,20 +256,23 @@ def train(
                     tqdm.write(f"step {step} validation: " + ", ".join(
                         f"{k}={v:.4f}" for k, v in validation.items() if k != "num_examples"
                     ))
-                plot_curves(log.records, os.path.join(run_dir, "figures", "curves.png"))
+                if is_main:
+                    plot_curves(log.records, os.path.join(run_dir, "figures", "curves.png"))
                 window_start = time.perf_counter()  # evaluation is not training time
             bar.update(1)
             if step % checkpoint_every == 0 or validation is not None:
                 checkpoints.save(state, config, metrics=validation)
-            if stop.requested is not None:
+            if stopping:
                 break
         bar.close()
-        interrupted = stop.requested is not None
+        interrupted = stopping
         checkpoints.save(state, config)
         checkpoints.wait()
     if interrupted and is_main:
+        cause = (signal.Signals(stop.requested).name if stop.requested is not None
+                 else "a signal to another process")
         tqdm.write(
-            f"medjax: stopped by {signal.Signals(stop.requested).name}; saved step {step} in "
+            f"medjax: stopped by {cause}; saved step {step} in "
             f"{run_dir}: run the same command again to resume"
         )
     log.close()
@@ -282,8 +292,8 @@ def train(
         "best_checkpoint_step": checkpoints.best_step(),
         "train_images_per_second": None if math.isnan(images_per_second) else images_per_second,
     }
-    plot_curves(records, os.path.join(run_dir, "figures", "curves.png"))
     if is_main:
+        plot_curves(records, os.path.join(run_dir, "figures", "curves.png"))
         reporting.write_json(os.path.join(run_dir, "summary.json"), summary)
     checkpoints.close()
     return summary

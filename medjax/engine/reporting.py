@@ -95,35 +95,44 @@ class MetricsLog:
 
     Opening it at ``resume_step`` drops records written after that step by an
     interrupted run, which the resumed run will write again, and a torn last
-    line; the file is then replaced in one rename (see the module docstring)."""
+    line; the file is then replaced in one rename (see the module docstring).
 
-    def __init__(self, run_dir: str, resume_step: int = 0):
+    With ``write=False`` (every process but the first of a multi-process run)
+    it reads the file and keeps the records in memory, writing nothing."""
+
+    def __init__(self, run_dir: str, resume_step: int = 0, write: bool = True):
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.writes = write
         records, needs_repair = [], False
         if os.path.exists(self.path):
             records, needs_repair = _parse(self.path)
         kept = [r for r in records if r["step"] <= resume_step]
-        if needs_repair or len(kept) < len(records):
+        if write and (needs_repair or len(kept) < len(records)):
             files.write_text(self.path, _lines(kept))
-        elif not os.path.exists(self.path):
+        elif write and not os.path.exists(self.path):
             files.write_text(self.path, "")
         self.records = kept
-        self.tensorboard = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+        self.tensorboard = (
+            SummaryWriter(os.path.join(run_dir, "tensorboard")) if write else None
+        )
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
         record = {"step": int(step), "split": split}
         record.update({k: _clean(v) for k, v in metrics.items()})
+        self.records.append(record)
+        if not self.writes:
+            return record
         # One write of one whole line: a kill tears at most this line.
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        self.records.append(record)
         for name, value in record.items():
             if name not in ("step", "split") and value is not None:
                 self.tensorboard.add_scalar(f"{split}/{name}", value, step)
         return record
 
     def close(self) -> None:
-        self.tensorboard.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
 
 def write_json(path: str, content: dict[str, Any]) -> None:

@@ -149,8 +149,28 @@ def release(run_dir: str) -> None:
 @contextlib.contextmanager
 def holding(run_dir: str) -> Iterator[None]:
     """``run_dir``'s lock held for the ``with`` block (released on exceptions,
-    ``KeyboardInterrupt`` and ``SystemExit`` too)."""
-    acquire(run_dir)
+    ``KeyboardInterrupt`` and ``SystemExit`` too).
+
+    In a multi-process run (``medjax.engine.distributed``) the job is one
+    owner: process 0 takes the lock and the others learn whether it could, so
+    that none trains where process 0 was refused."""
+    import jax
+
+    if jax.process_count() == 1:
+        acquire(run_dir)
+    else:
+        from medjax.engine import distributed
+
+        refused = None
+        if distributed.is_main_process():
+            try:
+                acquire(run_dir)
+            except RunDirectoryError as error:
+                refused = error
+        if distributed.any_process(refused is not None):
+            raise refused or RunDirectoryError(
+                f"{run_dir}: process 0 could not take the run directory (see its output)"
+            )
     try:
         yield
     finally:

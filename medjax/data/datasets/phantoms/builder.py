@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from medjax.data.datasets.phantoms import cine
-from medjax.data.datasets.phantoms import torso
-from medjax.data.sources import LazySources, default_data_dir, writable_data_dir
+from medjax.data.datasets.phantoms import cine, torso
+from medjax.data.sources import LazySources, default_data_dir, prepared
 
 DEFAULT_SPLIT_SIZES = {
     "torso2d": (("train", 4000), ("validation", 500), ("test", 500)),
@@ -215,14 +214,14 @@ def phantom_sources(
     data_dir = os.path.expanduser(data_dir or default_data_dir())
     # A predefined config must be asked for by name (tfds refuses an equal copy).
     named = config.name in MedjaxPhantoms.builder_configs
-    builder = MedjaxPhantoms(
-        config=config.name if named else config,
-        data_dir=data_dir,
-        file_format="array_record",
+    builder = prepared(
+        lambda: MedjaxPhantoms(
+            config=config.name if named else config,
+            data_dir=data_dir,
+            file_format="array_record",
+        ),
+        data_dir,
     )
-    if not builder.is_prepared():
-        writable_data_dir(data_dir)
-        builder.download_and_prepare()
     return {
         split: builder.as_data_source(split=split) for split, _ in config.split_sizes
     }
