@@ -23,7 +23,7 @@ from medjax.engine.evaluate import configured, evaluate
 from medjax.engine.nonfinite import NonFiniteGuard, split_means, stop_message
 from medjax.engine.run_lock import holds_run_dir
 from medjax.engine.state import TrainState, count_params, init_state
-from medjax.engine.step import compile_steps
+from medjax.engine.step import PRECISIONS, compile_steps
 from medjax.errors import ConfigError, NonFiniteError
 from medjax.runtime import random_key
 from medjax.viz.curves import plot_curves
@@ -34,7 +34,7 @@ ON_NONFINITE = ("stop", "skip")
 def check_trainer_options(
     max_steps: int, eval_every: int, checkpoint_every: int, log_every: int = 20,
     keep_checkpoints: int = 2, best_mode: str = "max", on_nonfinite: str = "stop",
-    max_nonfinite: int = 10, **_: Any,
+    max_nonfinite: int = 10, precision: str = "fp32", **_: Any,
 ) -> None:
     """One-line errors for trainer options that cannot work."""
     options = dict(
@@ -47,6 +47,10 @@ def check_trainer_options(
             raise ConfigError(f"trainer.{name}: expected a positive integer, got {value!r}")
     if best_mode not in ("max", "min"):
         raise ConfigError(f"trainer.best_mode: expected 'max' or 'min', got {best_mode!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"trainer.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     if on_nonfinite not in ON_NONFINITE:
         raise ConfigError(
             f"trainer.on_nonfinite: expected 'stop' or 'skip', got {on_nonfinite!r}"
@@ -127,6 +131,7 @@ def train(
     best_mode: str = "max",
     on_nonfinite: str = "stop",
     max_nonfinite: int = 10,
+    precision: str = "fp32",
     config: dict[str, Any] | None = None,
     devices: Sequence[jax.Device] | None = None,
     progress: bool = True,
@@ -155,7 +160,7 @@ def train(
     Returns the summary also written to ``summary.json``."""
     check_trainer_options(
         max_steps, eval_every, checkpoint_every, log_every, keep_checkpoints, best_mode,
-        on_nonfinite, max_nonfinite,
+        on_nonfinite, max_nonfinite, precision,
     )
     mesh = sharding.data_mesh(devices)
     sharding.check_batch_size(data.batch_size, mesh)
@@ -166,7 +171,7 @@ def train(
     sample_weights = _sample_weights(data, task)
     os.makedirs(run_dir, exist_ok=True)
 
-    train_fn, eval_fn = compile_steps(task, mesh, augment)
+    train_fn, eval_fn = compile_steps(task, mesh, augment, precision=precision)
     state = init_state(model, tx, data, task, mesh, seed)
     step_key = jax.random.fold_in(random_key(seed), 1)
     checkpoints = Checkpoints(

@@ -18,8 +18,40 @@ from medjax.engine.state import TrainState
 NONFINITE = "nonfinite"
 NONFINITE_QUANTITIES = {1: "loss", 2: "gradient norm"}
 
+#: ``trainer.precision``: the dtype the model computes in. Parameters,
+#: optimizer state, BatchNorm statistics, losses and metrics stay float32.
+PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
-def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True):
+
+def _cast_floats(tree, dtype):
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def in_precision(apply_fn, precision: str = "fp32"):
+    """``apply_fn(variables, inputs, **kwargs)`` computing in ``precision``:
+    floating variables and inputs cast to its dtype on the way in, floating
+    outputs (and mutated collections, e.g. BatchNorm statistics) cast back
+    to float32 on the way out; the gradient flows through the casts to the
+    float32 parameters. The one place where ``trainer.precision`` acts."""
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"trainer.precision: expected one of {sorted(PRECISIONS)}, got {precision!r}"
+        )
+    dtype = PRECISIONS[precision]
+    if dtype == jnp.float32:
+        return apply_fn
+
+    def apply(variables, inputs, **kwargs):
+        result = apply_fn(_cast_floats(variables, dtype), _cast_floats(inputs, dtype), **kwargs)
+        return _cast_floats(result, jnp.float32)
+
+    return apply
+
+
+def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True,
+               precision="fp32"):
     """One optimizer update, after on-device augmentation of the batch.
 
     Args:
@@ -36,6 +68,8 @@ def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True)
             non-finite update is dropped (``TrainState.apply_gradients``), so
             the returned state never holds NaN or inf it did not get. False:
             the step without the check (for the benchmark that prices it).
+        precision: ``fp32`` or ``bf16``, the model's compute dtype
+            (:func:`in_precision`).
 
     Returns:
         The new state and ``{metric: scalar}`` averaged over valid examples;
@@ -51,9 +85,11 @@ def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True)
     if augment is not None:
         batch = augment(jax.random.fold_in(key, 1), batch, task.batch_roles())
 
+    apply_fn = in_precision(state.apply_fn, precision)
+
     def loss_fn(params):
         variables = {**state.variables(), "params": params}
-        outputs, updates = state.apply_fn(
+        outputs, updates = apply_fn(
             variables, task.inputs(batch), train=True,
             rngs={"dropout": key, "sample": jax.random.fold_in(key, 3)},
             mutable=["batch_stats"],
@@ -80,15 +116,17 @@ def train_step(state: TrainState, batch, key, *, task, augment=None, guard=True)
     return state, metrics
 
 
-def eval_step(state: TrainState, batch, *, task):
+def eval_step(state: TrainState, batch, *, task, precision="fp32"):
     """Per-example metrics ``{name: [B]}`` and ``host_outputs`` for one batch; the
     loop drops padded rows and reduces on the host. The task's ``predict`` (e.g.
     sliding windows) decides how the model sees whole inputs; its
     ``prepare_batch(train=False)`` draws from a fixed key, so every evaluation
     of a checkpoint sees the same batch."""
 
+    apply_fn = in_precision(state.apply_fn, precision)
+
     def apply(inputs):
-        return state.apply_fn(state.variables(), inputs, train=False)
+        return apply_fn(state.variables(), inputs, train=False)
 
     batch = task.prepare_batch(random_key(0), batch, train=False)
     outputs = task.predict(apply, task.inputs(batch))
@@ -96,21 +134,24 @@ def eval_step(state: TrainState, batch, *, task):
     return per_example, task.host_outputs(outputs, batch)
 
 
-def compile_steps(task, mesh, augment=None, *, guard=True):
+def compile_steps(task, mesh, augment=None, *, guard=True, precision="fp32"):
     """``train_step`` and ``eval_step`` jitted once for ``mesh``: batches sharded on
     ``data``, state and key replicated, the old state's buffers donated.
-    Augmentation runs in the training step only; ``guard`` is ``train_step``'s."""
+    Augmentation runs in the training step only; ``guard`` is ``train_step``'s;
+    both compute in ``precision``."""
+    in_precision(None, precision)  # fails early on an unknown name
     data, same = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     options = compiler_options()
     train = jax.jit(
-        partial(train_step, task=task, augment=augment, guard=guard),
+        partial(train_step, task=task, augment=augment, guard=guard, precision=precision),
         in_shardings=(same, data, same),
         out_shardings=(same, same),
         donate_argnums=0,
         compiler_options=options,
     )
     evaluate = jax.jit(
-        partial(eval_step, task=task), in_shardings=(same, data), out_shardings=data,
+        partial(eval_step, task=task, precision=precision), in_shardings=(same, data),
+        out_shardings=data,
         compiler_options=options,
     )
     return train, evaluate
