@@ -1,5 +1,6 @@
 """``medjax-train``: compose a run, build it, train it."""
 
+import logging
 import os
 import shlex
 import sys
@@ -15,6 +16,7 @@ from medjax.cli.common import (
     quiet_libraries,
     reports_errors,
 )
+from medjax.cli.machine_share import share_machine
 from medjax.config.resume import IGNORED_KEYS, check_resume
 from medjax.config.run import build_run
 
@@ -27,8 +29,15 @@ def _train(cfg: DictConfig) -> float | None:
 
     quiet_libraries()
     compilation_cache(cfg)
-    distributed.initialize(cfg.get("distributed") or {})  # before any device is used
     hydra_config = HydraConfig.get()
+    # Both before any device is used: a parallel sweep job's share of the
+    # machine, then the other processes of a multi-process run.
+    share = share_machine(hydra_config)
+    if share is not None:
+        logging.getLogger("medjax").info(
+            "medjax: parallel sweep job in slot %d of %d: cores %s, GPUs %s",
+            share["slot"], share["slots"], share["cpus"], share["gpus"] or "none")
+    distributed.initialize(cfg.get("distributed") or {})
     run_dir = hydra_config.runtime.output_dir
     run = build_run(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -30,6 +30,8 @@ def test_every_config_file_is_covered():
     covered = {os.path.join(CONFIG_DIR, g, o + ".yaml") for g, o in OPTIONS}
     covered |= {os.path.join(CONFIG_DIR, n) for n in ("train.yaml", "eval.yaml", "show.yaml", "predict.yaml",
                                                          "register.yaml")}
+    # launchers: tests/config/test_launchers.py composes them
+    covered |= set(glob.glob(os.path.join(CONFIG_DIR, "hydra", "launcher", "*.yaml")))
     assert set(files) == covered
     assert len(OPTIONS) >= 12
 
