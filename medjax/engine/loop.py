@@ -296,6 +296,7 @@ def train(
         "best_metric": best_metric,
         "best_checkpoint_step": checkpoints.best_step(),
         "train_images_per_second": None if math.isnan(images_per_second) else images_per_second,
+        "parameters": count_params(state.params),
     }
     if is_main:
         plot_curves(records, os.path.join(run_dir, "figures", "curves.png"))

@@ -48,13 +48,20 @@ def _overrides(run_dir: str) -> dict[str, str]:
     return pairs
 
 
+#: Numbers of ``summary.json`` that describe the run rather than a split;
+#: every split's row has them too (e.g. ``--metrics auroc parameters``).
+RUN_FIELDS = ("parameters", "train_images_per_second", "steps", "best_checkpoint_step")
+
+
 def _metrics(run_dir: str) -> dict[str, dict[str, Any]]:
-    """``{"validation": best checkpoint's metrics, <split>: eval.json's}``."""
-    found = {}
+    """``{"validation": best checkpoint's metrics, <split>: eval.json's}``,
+    each with ``RUN_FIELDS``."""
+    found, run = {}, {}
     summary = os.path.join(run_dir, "summary.json")
     if os.path.isfile(summary):
         with open(summary) as f:
             content = json.load(f)
+        run = {k: content[k] for k in RUN_FIELDS if content.get(k) is not None}
         best = content.get("best") or (content.get("final") or {}).get("validation")
         if best:
             found["validation"] = best
@@ -63,7 +70,7 @@ def _metrics(run_dir: str) -> dict[str, dict[str, Any]]:
         with open(evaluation) as f:
             content = json.load(f)
         found[content["split"]] = content["metrics"]
-    return found
+    return {split: {**run, **metrics} for split, metrics in found.items()}
 
 
 def collect(directory: str) -> list[Job]:
@@ -144,11 +151,18 @@ def summarise(jobs: Sequence[Job], metrics: Sequence[str], split: str) -> list[d
     return rows
 
 
+def _cell(mean: float, sd: float) -> str:
+    """4 decimals for metrics; counts and rates (parameters, images/s) whole."""
+    if math.isfinite(mean) and abs(mean) >= 100:
+        return f"{mean:,.0f} ± {sd:,.0f}"
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
 def markdown(rows: Sequence[dict], metrics: Sequence[str], split: str) -> str:
     lines = ["| variant | seeds | " + " | ".join(f"{m} ({split})" for m in metrics) + " |",
              "| --- | ---: |" + " ---: |" * len(metrics)]
     for row in rows:
-        cells = [f"{row[f'{m}_mean']:.4f} ± {row[f'{m}_sd']:.4f}" for m in metrics]
+        cells = [_cell(row[f"{m}_mean"], row[f"{m}_sd"]) for m in metrics]
         lines.append(f"| {row['variant']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
