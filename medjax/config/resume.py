@@ -45,6 +45,10 @@ IGNORED_KEYS = (
 )
 
 _ABSENT = object()
+
+#: Options added after runs were made without them, with the value that does
+#: what those runs did: a stored config without the key resumes as if it had it.
+ADDED_WITH_DEFAULT = {"trainer.precision": "fp32"}
 SHOWN = 8  # differing keys listed in the message (a new model differs in many)
 
 
@@ -78,6 +82,9 @@ def differences(
     (a key only one side has included), in key order, ``ignored`` left out."""
     ignored = tuple(ignored)
     old, now = flatten(stored), flatten(new)
+    for key, value in ADDED_WITH_DEFAULT.items():
+        old.setdefault(key, value)
+        now.setdefault(key, value)
     return [
         f"{key}: {_show(old.get(key, _ABSENT))} -> {_show(now.get(key, _ABSENT))}"
         for key in sorted(old.keys() | now.keys())

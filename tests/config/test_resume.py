@@ -117,3 +117,10 @@ def test_an_unreadable_stored_config_is_named(tmp_path):
     (tmp_path / "config.yaml").write_text("optim: {lr: [unclosed\n")
     with pytest.raises(RunDirectoryError, match="config.yaml: unreadable"):
         check_resume(run_dir, STORED)
+
+
+def test_runs_made_before_an_option_existed_resume_with_its_old_behaviour():
+    # trainer.precision came later: absent from a stored config it means fp32
+    assert differences(STORED, changed(STORED, trainer__precision="fp32")) == []
+    assert differences(STORED, changed(STORED, trainer__precision="bf16")) == [
+        "trainer.precision: 'fp32' -> 'bf16'"]

@@ -127,3 +127,17 @@ def test_summary_json_survives_a_failed_write(tmp_path, monkeypatch):
         reporting.write_json(str(path), {"steps": 6, "best": None})
     assert json.loads(path.read_text()) == {"steps": 4, "best": None}
     assert os.listdir(tmp_path) == ["summary.json"]
+
+
+def test_a_log_that_does_not_write_reads_and_keeps_its_records(tmp_path):
+    """Processes other than the first of a multi-process run: the records in
+    memory, nothing written, no TensorBoard file."""
+    path = _log(tmp_path, [1, 2, 3])
+    before = path.read_text()
+    reader = reporting.MetricsLog(str(tmp_path), resume_step=2, write=False)
+    reader.write(3, "train", {"loss": 0.5})
+    reader.close()
+    assert [r["step"] for r in reader.records] == [1, 2, 3]
+    assert reader.records[-1]["loss"] == 0.5
+    assert path.read_text() == before  # step 3 of the old log not even dropped
+    assert len(os.listdir(tmp_path / "tensorboard")) == 1  # the writer's only
