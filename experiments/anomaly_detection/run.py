@@ -3,7 +3,7 @@ trained on healthy slices only, scored per pixel and per image, beside a
 supervised U-Net (see README.md in this folder).
 
     python experiments/anomaly_detection/run.py [--seeds 0 1 2] [--steps 1000]
-        [--dae-steps 2000] [--supervised-steps 1000] [--report]
+        [--dae-steps 4000] [--supervised-steps 1000] [--report] [--merge]
 
 Per seed: trains ``experiment=anomaly_{ae,vae,denoising,ae_coarse,coarse_dae}``
 and ``experiment=anomaly_supervised`` in ``runs/anomaly_detection/`` (as
@@ -398,7 +398,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=1000,
                         help="training steps of the autoencoders with a code")
-    parser.add_argument("--dae-steps", type=int, default=2000,
+    parser.add_argument("--dae-steps", type=int, default=4000,
                         help="of the coarse-noise DAE (a U-Net)")
     parser.add_argument("--supervised-steps", type=int, default=1000)
     parser.add_argument("--methods", nargs="+", choices=list(NAMES), default=DEFAULT_METHODS)
