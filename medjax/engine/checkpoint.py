@@ -25,6 +25,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from medjax.engine import distributed
 from medjax.engine.state import TrainState
 from medjax.errors import RunDirectoryError
 
@@ -230,22 +231,15 @@ class Checkpoints:
         """Renames ``<step>`` to ``<step>.unreadable`` (numbered if taken); in
         a multi-process run process 0 renames and the others wait for it."""
         self.set_aside_steps[step] = reason
-        if jax.process_index() != 0:
-            _sync_processes(f"medjax_set_aside_{step}")
+        if not distributed.is_main_process():
+            distributed.barrier(f"medjax_set_aside_{step}")
             return
         source = os.path.join(self.directory, str(step))
         target, count = source + UNREADABLE_SUFFIX, 1
         while os.path.exists(target):
             target, count = f"{source}{UNREADABLE_SUFFIX}-{count}", count + 1
         os.rename(source, target)
-        _sync_processes(f"medjax_set_aside_{step}")
-
-
-def _sync_processes(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+        distributed.barrier(f"medjax_set_aside_{step}")
 
 
 def _step_names(directory: str) -> list[str]:

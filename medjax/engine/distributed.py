@@ -144,3 +144,13 @@ def any_process(flag: bool) -> bool:
 
     flags = multihost_utils.process_allgather(np.asarray(int(bool(flag)), np.int32))
     return bool(np.max(flags))
+
+
+def barrier(name: str) -> None:
+    """Waits until every process reaches ``barrier(name)`` (nothing to wait
+    for in a single-process run)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
